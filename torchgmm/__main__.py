@@ -1,0 +1,5 @@
+import sys
+
+from torchgmm.cli import main
+
+sys.exit(main())

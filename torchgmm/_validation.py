@@ -1,0 +1,152 @@
+"""Input checks and conversions shared by the user-facing layers."""
+
+from __future__ import annotations
+
+import numbers
+import secrets
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_FLOAT_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+}
+
+
+def resolve_dtype(dtype: Any, X: Tensor | None = None) -> torch.dtype:
+    """The compute dtype: ``dtype`` if given, else X's float dtype (float32 for other input)."""
+    if dtype is None:
+        return torch.float64 if X is not None and X.dtype == torch.float64 else torch.float32
+    key = dtype
+    if isinstance(dtype, (np.dtype, type)) and not isinstance(dtype, torch.dtype):
+        try:
+            key = np.dtype(dtype).name
+        except TypeError:
+            key = dtype
+    if key not in _FLOAT_DTYPES:
+        raise ValueError(f"Invalid value for 'dtype': {dtype!r}. Use None, 'float32' or 'float64'.")
+    return _FLOAT_DTYPES[key]
+
+
+def resolve_device(device: Any, X: Tensor | None = None) -> torch.device:
+    """The compute device: ``device`` if given, else where X lives (CPU for NumPy input)."""
+    if device is None:
+        return X.device if X is not None else torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Invalid value for 'device': {device!r}. Use None, 'cpu', 'cuda' or 'cuda:N'.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    return resolved
+
+
+def as_tensor(X: Any, name: str = "X") -> Tensor:
+    """A detached tensor view of ``X`` (a tensor, a NumPy array or an array-like)."""
+    if isinstance(X, Tensor):
+        t = X.detach()
+    else:
+        try:
+            arr = np.asarray(X)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must contain numbers, got an array of dtype {arr.dtype}.")
+        t = torch.as_tensor(arr)
+    if t.is_complex():
+        raise ValueError(f"{name} must contain real numbers, got dtype {t.dtype}.")
+    return t
+
+
+def check_array(X: Any, *, n_features: int | None = None, name: str = "X") -> Tensor:
+    """``X`` as a finite 2-D tensor ``[N, D]`` with at least one row (and ``n_features`` columns)."""
+    t = as_tensor(X, name)
+    if t.dim() != 2:
+        hint = (
+            " Reshape a single feature with X.reshape(-1, 1), a single sample with X.reshape(1, -1)."
+            if t.dim() == 1
+            else ""
+        )
+        raise ValueError(
+            f"Expected a 2-D array of shape (n_samples, n_features) for {name}, got shape {tuple(t.shape)}.{hint}"
+        )
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples (shape {tuple(t.shape)}); at least 1 is required.")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {tuple(t.shape)}); at least 1 is required.")
+    if n_features is not None and t.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {t.shape[1]} features, but GaussianMixture is expecting {n_features} features as input."
+        )
+    if t.is_floating_point():
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            row, col = (~finite).nonzero()[0].tolist()
+            raise ValueError(
+                f"{name} contains NaN or infinity (first at row {row}, column {col}); "
+                "remove or impute those values before fitting."
+            )
+    return t
+
+
+def output_like(t: Tensor, like: Any) -> Any:
+    """``t`` in the kind of ``like``: a tensor on like's device, else a NumPy array."""
+    if isinstance(like, Tensor):
+        return t.to(like.device)
+    return t.detach().cpu().numpy()
+
+
+def check_scalar(value: Any, name: str, kind: type, low: float | None = None, high: float | None = None) -> None:
+    """Raise TypeError/ValueError unless ``value`` is a ``kind`` in ``[low, high]``."""
+    is_kind = (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if kind is int
+        else isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if kind is float
+        else isinstance(value, kind)
+    )
+    if not is_kind:
+        raise TypeError(f"'{name}' must be of type {kind.__name__}, got {value!r} of type {type(value).__name__}.")
+    if low is not None and value < low:
+        raise ValueError(f"'{name}' must be >= {low}, got {value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"'{name}' must be <= {high}, got {value!r}.")
+    if kind is float and not np.isfinite(value):
+        raise ValueError(f"'{name}' must be finite, got {value!r}.")
+
+
+def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``random_state``.
+
+    ``None`` draws a fresh seed; an int seeds deterministically; a NumPy
+    ``RandomState`` or ``Generator`` gives up one draw as the seed (so two fits
+    with the same instance differ, as in scikit-learn).
+    """
+    if random_state is None:
+        seed = secrets.randbits(63)
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"'random_state' must be a non-negative int, got {random_state}.")
+        seed = int(random_state)
+    elif isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(np.iinfo(np.int32).max))
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(2**63 - 1))
+    else:
+        raise TypeError(
+            "'random_state' must be None, an int, a numpy.random.RandomState or a numpy.random.Generator, "
+            f"got {type(random_state).__name__}."
+        )
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator

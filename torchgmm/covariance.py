@@ -1,0 +1,333 @@
+"""Everything that depends on the covariance type, in one place.
+
+Each covariance type is one object that knows, for its own parametrisation:
+the shapes, the squared Mahalanobis distances evaluated through the Cholesky
+factors of the precisions, the scatter statistic of the M-step, the covariance
+estimate from statistics, the Cholesky factorisation (reporting failures per
+restart instead of raising), log-determinants and the number of free
+parameters. The rest of the package asks these objects and never branches on
+the type name.
+
+Shapes use ``R`` restarts, ``K`` components, ``D`` features and ``N`` rows:
+
+============  ======================  ==========================
+type          covariances             precisions_cholesky
+============  ======================  ==========================
+full          ``[R, K, D, D]``        ``[R, K, D, D]`` (upper)
+tied          ``[R, D, D]``           ``[R, D, D]`` (upper)
+diag          ``[R, K, D]``           ``[R, K, D]``
+spherical     ``[R, K]``              ``[R, K]``
+============  ======================  ==========================
+
+As in scikit-learn, a precision Cholesky factor ``P`` is upper triangular with
+``P @ P.T`` equal to the precision matrix, so that the whitened residual of a
+row vector ``x`` is ``(x - mu) @ P``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES"]
+
+
+def _eye_like(matrix: Tensor) -> Tensor:
+    return torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+
+
+def _flip(matrix: Tensor) -> Tensor:
+    return matrix.flip(-2, -1)
+
+
+def _cholesky_precision(covariances: Tensor) -> tuple[Tensor, Tensor]:
+    """Upper-triangular ``P`` with ``P P^T = covariances^-1``, per matrix.
+
+    Returns the factors and a boolean mask (over the batch) of the matrices
+    that factorised; the factors of the others are replaced by identities so
+    that no NaN leaks into later arithmetic.
+    """
+    lower, info = torch.linalg.cholesky_ex(covariances)
+    ok = (info == 0) & torch.isfinite(lower).all(dim=(-2, -1))
+    lower = torch.where(ok[..., None, None], lower, _eye_like(covariances))
+    precisions_cholesky = torch.linalg.solve_triangular(lower, _eye_like(covariances).expand_as(lower), upper=False).mT
+    return precisions_cholesky, ok
+
+
+def _squared_norm_rows(X: Tensor) -> Tensor:
+    return (X * X).sum(-1)
+
+
+class CovarianceType:
+    """Base of the four covariance parametrisations.
+
+    Subclasses implement every method; the base only documents the contract.
+    """
+
+    name: str = ""
+
+    def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of one restart's covariances (scikit-learn's ``covariances_``)."""
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free parameters of the covariances alone."""
+        raise NotImplementedError
+
+    def mahalanobis(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
+        """Squared Mahalanobis distances ``[R, N, K]`` of rows ``X [N, D]``."""
+        raise NotImplementedError
+
+    def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
+        """``log det P`` per component, ``[R, K]`` (``[R, 1]`` when tied)."""
+        raise NotImplementedError
+
+    def scatter(self, X: Tensor, resp: Tensor, centre: Tensor) -> Tensor:
+        """Weighted scatter of ``X [N, D]`` about ``centre [R, K, D]``.
+
+        ``resp`` is ``[R, N, K]``. Full: ``sum_n r (x - c)(x - c)^T`` ``[R, K, D, D]``;
+        tied: the same summed over components ``[R, D, D]``; diag and spherical:
+        the diagonal ``[R, K, D]``.
+        """
+        raise NotImplementedError
+
+    def covariances(self, nk: Tensor, shift: Tensor, scatter: Tensor, reg_covar: float) -> Tensor:
+        """M-step covariances from statistics centred on the previous means.
+
+        ``nk [R, K]`` are the (regularised) component masses, ``shift = s1 / nk``
+        ``[R, K, D]`` the move of each mean away from the centre, and
+        ``scatter`` the output of :meth:`scatter`. Centring on the previous
+        means keeps ``scatter / nk - shift shift^T`` free of the catastrophic
+        cancellation of ``E[x x^T] - mu mu^T`` in float32.
+        """
+        raise NotImplementedError
+
+    def precisions_cholesky(self, covariances: Tensor) -> tuple[Tensor, Tensor]:
+        """Factor the covariances; returns ``(precisions_cholesky, ok [R])``."""
+        raise NotImplementedError
+
+    def precisions(self, precisions_cholesky: Tensor) -> Tensor:
+        """Precision matrices (or vectors) from their Cholesky factors."""
+        raise NotImplementedError
+
+    def precisions_cholesky_from_precisions(self, precisions: Tensor) -> Tensor:
+        """Upper Cholesky factors of given (validated) precisions."""
+        raise NotImplementedError
+
+    def covariances_from_precisions_cholesky(self, precisions_cholesky: Tensor) -> Tensor:
+        """Covariances from precision Cholesky factors."""
+        raise NotImplementedError
+
+    def colour(self, z: Tensor, precisions_cholesky: Tensor, component: int) -> Tensor:
+        """Turn standard normal draws ``z [n, D]`` into draws with one component's covariance.
+
+        ``precisions_cholesky`` is one restart's factors (no ``R`` axis).
+        """
+        raise NotImplementedError
+
+    def check_precisions(self, precisions: Tensor) -> None:
+        """Raise ``ValueError`` unless the given precisions are valid."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"CovarianceType({self.name!r})"
+
+
+class _Full(CovarianceType):
+    name = "full"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def mahalanobis(self, X, means, precisions_cholesky):
+        R, K, D = means.shape
+        # One matrix product for every restart and component: [N, D] @ [D, R*K*D].
+        P = precisions_cholesky
+        Y = X @ P.permute(2, 0, 1, 3).reshape(D, R * K * D)
+        Y = Y.view(-1, R, K, D) - (means.unsqueeze(-2) @ P).squeeze(-2)
+        return _squared_norm_rows(Y).permute(1, 0, 2)
+
+    def log_det(self, precisions_cholesky, n_features):
+        return torch.log(torch.diagonal(precisions_cholesky, dim1=-2, dim2=-1)).sum(-1)
+
+    def scatter(self, X, resp, centre):
+        # sqrt(r) (x - c) for every (restart, component): [R, K, N, D]; X^T diag(r) X
+        # per component as one batched product, exactly centred.
+        W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
+        return W.mT @ W
+
+    def covariances(self, nk, shift, scatter, reg_covar):
+        cov = scatter / nk[..., None, None] - shift.unsqueeze(-1) * shift.unsqueeze(-2)
+        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
+        return cov
+
+    def precisions_cholesky(self, covariances):
+        P, ok = _cholesky_precision(covariances)
+        return P, ok.all(-1)
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky @ precisions_cholesky.mT
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        # The upper factor of A is the flip of the lower factor of flip(A).
+        return _flip(torch.linalg.cholesky(_flip(precisions)))
+
+    def covariances_from_precisions_cholesky(self, precisions_cholesky):
+        # cov = (P P^T)^-1 = P^-T P^-1
+        inv = torch.linalg.solve_triangular(
+            precisions_cholesky, _eye_like(precisions_cholesky).expand_as(precisions_cholesky), upper=True
+        )
+        return inv.mT @ inv
+
+    def colour(self, z, precisions_cholesky, component):
+        # x P = z  =>  x = z P^-1, whose covariance is P^-T P^-1.
+        return torch.linalg.solve_triangular(precisions_cholesky[component], z, upper=True, left=False)
+
+    def check_precisions(self, precisions):
+        for k in range(precisions.shape[0]):
+            _check_spd(precisions[k], self.name)
+
+
+class _Tied(_Full):
+    name = "tied"
+
+    def shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def mahalanobis(self, X, means, precisions_cholesky):
+        # One product per restart for the data, then the difference of whitened
+        # rows and whitened means, [R, N, K, D] (no expansion, no cancellation).
+        XP = X @ precisions_cholesky
+        MP = means @ precisions_cholesky
+        return _squared_norm_rows(XP.unsqueeze(-2) - MP.unsqueeze(-3))
+
+    def log_det(self, precisions_cholesky, n_features):
+        return super().log_det(precisions_cholesky, n_features).unsqueeze(-1)
+
+    def scatter(self, X, resp, centre):
+        W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
+        W = W.flatten(1, 2)
+        return W.mT @ W
+
+    def covariances(self, nk, shift, scatter, reg_covar):
+        between = (nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2)).sum(1)
+        cov = (scatter - between) / nk.sum(-1)[:, None, None]
+        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
+        return cov
+
+    def precisions_cholesky(self, covariances):
+        return _cholesky_precision(covariances)
+
+    def colour(self, z, precisions_cholesky, component):
+        return torch.linalg.solve_triangular(precisions_cholesky, z, upper=True, left=False)
+
+    def check_precisions(self, precisions):
+        _check_spd(precisions, self.name)
+
+
+class _Diag(CovarianceType):
+    name = "diag"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def _precision_vectors(self, precisions_cholesky, n_features):
+        return precisions_cholesky**2
+
+    def mahalanobis(self, X, means, precisions_cholesky):
+        prec = self._precision_vectors(precisions_cholesky, X.shape[-1])  # [R, K, D]
+        if prec.shape != means.shape:
+            prec = prec.unsqueeze(-1).expand_as(means)
+        # sum_d p (x - mu)^2 = x^2 p - 2 x (mu p) + mu^2 p, as matrix products.
+        return (
+            (X * X) @ prec.mT - 2.0 * X @ (means * prec).mT + (means * means * prec).sum(-1).unsqueeze(-2)
+        ).clamp_min(0.0)
+
+    def log_det(self, precisions_cholesky, n_features):
+        return torch.log(precisions_cholesky).sum(-1)
+
+    def scatter(self, X, resp, centre):
+        rT = resp.mT  # [R, K, N]
+        nk = resp.sum(1).unsqueeze(-1)
+        rx = rT @ X
+        return rT @ (X * X) - 2.0 * centre * rx + nk * centre * centre
+
+    def covariances(self, nk, shift, scatter, reg_covar):
+        return scatter / nk.unsqueeze(-1) - shift * shift + reg_covar
+
+    def precisions_cholesky(self, covariances):
+        ok = (covariances > 0) & torch.isfinite(covariances)
+        ok = ok.flatten(1).all(-1)
+        safe = torch.where(ok.view(-1, *([1] * (covariances.dim() - 1))), covariances, 1.0)
+        return torch.rsqrt(safe), ok
+
+    def precisions(self, precisions_cholesky):
+        return precisions_cholesky**2
+
+    def precisions_cholesky_from_precisions(self, precisions):
+        return torch.sqrt(precisions)
+
+    def covariances_from_precisions_cholesky(self, precisions_cholesky):
+        return 1.0 / precisions_cholesky**2
+
+    def colour(self, z, precisions_cholesky, component):
+        return z / precisions_cholesky[component]
+
+    def check_precisions(self, precisions):
+        if bool((precisions <= 0).any()):
+            raise ValueError(f"'{self.name} precision' should be positive")
+
+
+class _Spherical(_Diag):
+    name = "spherical"
+
+    def shape(self, n_components, n_features):
+        return (n_components,)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components
+
+    def log_det(self, precisions_cholesky, n_features):
+        return n_features * torch.log(precisions_cholesky)
+
+    def covariances(self, nk, shift, scatter, reg_covar):
+        return super().covariances(nk, shift, scatter, reg_covar).mean(-1)
+
+
+def _check_spd(precision: Tensor, name: str) -> None:
+    symmetric = torch.allclose(precision, precision.mT, rtol=1e-5, atol=1e-8)
+    if not symmetric or not bool((torch.linalg.eigvalsh(precision) > 0).all()):
+        raise ValueError(f"'{name} precision' should be symmetric, positive-definite")
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {c.name: c for c in (_Full(), _Tied(), _Diag(), _Spherical())}
+
+
+def get_covariance_type(name: str) -> CovarianceType:
+    """The :class:`CovarianceType` called ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of ``'full'``, ``'tied'``, ``'diag'``, ``'spherical'``.
+    """
+    try:
+        return COVARIANCE_TYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Invalid value for 'covariance_type': {name!r}. It must be one of {sorted(COVARIANCE_TYPES)}."
+        ) from None
+
+
+LOG_2PI = math.log(2.0 * math.pi)

@@ -1,0 +1,233 @@
+"""The EM maths as small functions over batched tensors.
+
+Shapes: rows ``X [N, D]`` (one chunk), restarts ``R``, components ``K``:
+``weights [R, K]``, ``means [R, K, D]``, covariances and their precision
+Cholesky factors as in :mod:`torchgmm.covariance`. ``log_resp [R, N, K]``
+only ever exists for one chunk.
+
+An E-step returns :class:`Statistics`, sums over rows that add across chunks
+(and across processes); one M-step turns them into new parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from torchgmm.covariance import LOG_2PI, CovarianceType
+from torchgmm.data import InMemoryData
+
+__all__ = [
+    "MixtureParameters",
+    "Statistics",
+    "estimate_log_gaussian_prob",
+    "estimate_log_prob_resp",
+    "sufficient_statistics",
+    "e_step",
+    "statistics_from_resp",
+    "m_step",
+    "chunk_rows",
+]
+
+# Statistics are accumulated, and M-steps solved, in float64: a few [R, K, D, D]
+# tensors cost nothing next to a pass over the data, and float32 sums over
+# millions of rows would lose digits.
+ACCUMULATE_DTYPE = torch.float64
+
+
+@dataclass
+class MixtureParameters:
+    """Parameters of ``R`` mixtures at once (one per restart).
+
+    Attributes
+    ----------
+    weights : Tensor of shape (R, K)
+    means : Tensor of shape (R, K, D)
+    covariances : Tensor
+        ``[R, K, D, D]`` full, ``[R, D, D]`` tied, ``[R, K, D]`` diag, ``[R, K]`` spherical.
+    precisions_cholesky : Tensor
+        Same shape as ``covariances``.
+    """
+
+    weights: Tensor
+    means: Tensor
+    covariances: Tensor
+    precisions_cholesky: Tensor
+
+    @property
+    def n_restarts(self) -> int:
+        return self.weights.shape[0]
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> MixtureParameters:
+        """Apply ``fn`` to every tensor."""
+        return MixtureParameters(*(fn(getattr(self, f.name)) for f in fields(self)))
+
+    def select(self, index: Tensor) -> MixtureParameters:
+        """The restarts at ``index`` (a 1-D index tensor)."""
+        return self.map(lambda t: t.index_select(0, index))
+
+    def replace(self, index: Tensor, new: MixtureParameters) -> MixtureParameters:
+        """A copy with restarts ``index`` replaced by the restarts of ``new``."""
+        return MixtureParameters(
+            *(getattr(self, f.name).index_copy(0, index, getattr(new, f.name)) for f in fields(self))
+        )
+
+
+class Statistics(NamedTuple):
+    """Sufficient statistics of a set of rows, centred on given means.
+
+    Attributes
+    ----------
+    log_likelihood : Tensor of shape (R,)
+        Sum over rows of ``log p(x)`` (zeros when computed from given responsibilities).
+    nk : Tensor of shape (R, K)
+        Sum of responsibilities.
+    s1 : Tensor of shape (R, K, D)
+        ``sum r (x - centre)``.
+    s2 : Tensor
+        The scatter about the centre, see :meth:`CovarianceType.scatter`.
+    """
+
+    log_likelihood: Tensor
+    nk: Tensor
+    s1: Tensor
+    s2: Tensor
+
+    def __add__(self, other: Statistics) -> Statistics:  # type: ignore[override]
+        return Statistics(*(a + b for a, b in zip(self, other)))
+
+
+def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows: int | None = None) -> int:
+    """Rows per chunk so that per-chunk temporaries stay within a fixed budget.
+
+    ``elements_per_row`` is the size of the largest temporary per row (for a
+    full covariance that is ``R * K * D``). The budget is 2**23 elements on
+    CPU (cache-friendly) and 2**26 on CUDA.
+    """
+    if rows is None:
+        budget = 1 << (26 if device.type == "cuda" else 23)
+        rows = max(16, budget // max(1, elements_per_row))
+    return max(1, min(n_samples, rows))
+
+
+def estimate_log_gaussian_prob(
+    X: Tensor, means: Tensor, precisions_cholesky: Tensor, covariance: CovarianceType
+) -> Tensor:
+    """Log-density of every row under every component.
+
+    Parameters
+    ----------
+    X : Tensor of shape (N, D)
+    means : Tensor of shape (R, K, D)
+    precisions_cholesky : Tensor
+        See :class:`MixtureParameters`.
+    covariance : CovarianceType
+
+    Returns
+    -------
+    Tensor of shape (R, N, K)
+        ``log N(x | mu_k, Sigma_k) = -D/2 log 2pi + log det P_k - |(x - mu_k) P_k|^2 / 2``.
+    """
+    n_features = X.shape[-1]
+    maha = covariance.mahalanobis(X, means, precisions_cholesky)
+    log_det = covariance.log_det(precisions_cholesky, n_features).unsqueeze(-2)
+    return -0.5 * (n_features * LOG_2PI + maha) + log_det
+
+
+def estimate_log_prob_resp(X: Tensor, params: MixtureParameters, covariance: CovarianceType) -> tuple[Tensor, Tensor]:
+    """Per-row log-likelihood ``[R, N]`` and log-responsibilities ``[R, N, K]``.
+
+    Both come out of one ``logsumexp`` over components, in log space throughout.
+    """
+    weighted = estimate_log_gaussian_prob(X, params.means, params.precisions_cholesky, covariance)
+    weighted = weighted + torch.log(params.weights).unsqueeze(-2)
+    log_prob_norm = torch.logsumexp(weighted, dim=-1)
+    return log_prob_norm, weighted - log_prob_norm.unsqueeze(-1)
+
+
+def sufficient_statistics(
+    X: Tensor, resp: Tensor, centre: Tensor, covariance: CovarianceType
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(nk [R, K], s1 [R, K, D], s2)`` of rows ``X [N, D]`` with ``resp [R, N, K]``.
+
+    ``s1`` and ``s2`` are taken about ``centre [R, K, D]`` (the current means),
+    in the dtype of ``X``.
+    """
+    nk = resp.sum(1)
+    s1 = resp.mT @ X - nk.unsqueeze(-1) * centre
+    return nk, s1, covariance.scatter(X, resp, centre)
+
+
+def _accumulate(total: Statistics | None, *parts: Tensor) -> Statistics:
+    part = Statistics(*(p.to(ACCUMULATE_DTYPE) for p in parts))
+    return part if total is None else total + part
+
+
+def e_step(
+    data: InMemoryData, params: MixtureParameters, covariance: CovarianceType, rows: int | None = None
+) -> Statistics:
+    """One pass over the data: log-likelihood and statistics about the current means.
+
+    Each chunk is read once; its responsibilities are used and dropped.
+    """
+    R, K, D = params.means.shape
+    rows = chunk_rows(data.n_samples, R * K * (D if covariance.name in ("full", "tied") else 3), data.device, rows)
+    total = None
+    for _, x in data.chunks(rows):
+        log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
+        stats = sufficient_statistics(x, log_resp.exp(), params.means, covariance)
+        total = _accumulate(total, log_prob_norm.sum(-1), *stats)
+    return total
+
+
+def statistics_from_resp(
+    data: InMemoryData,
+    resp_fn: Callable[[int, Tensor], Tensor],
+    centre: Tensor,
+    covariance: CovarianceType,
+    rows: int | None = None,
+) -> Statistics:
+    """Statistics of given responsibilities, ``resp_fn(start, x) -> [R, n, K]``, about ``centre``."""
+    R, K, D = centre.shape
+    rows = chunk_rows(data.n_samples, R * K * D, data.device, rows)
+    total = None
+    for start, x in data.chunks(rows):
+        stats = sufficient_statistics(x, resp_fn(start, x), centre, covariance)
+        total = _accumulate(total, torch.zeros(R, dtype=x.dtype, device=x.device), *stats)
+    return total
+
+
+def m_step(
+    stats: Statistics,
+    centre: Tensor,
+    covariance: CovarianceType,
+    reg_covar: float,
+    dtype: torch.dtype,
+) -> tuple[MixtureParameters, Tensor]:
+    """New parameters from statistics taken about ``centre [R, K, D]``.
+
+    Follows scikit-learn: ``nk`` gets ``10 * eps`` so empty components stay
+    finite, ``reg_covar`` is added to the covariance diagonals, and the weights
+    are ``nk / sum(nk)``.
+
+    Returns
+    -------
+    params : MixtureParameters
+        In ``dtype``.
+    ok : Tensor of shape (R,), bool
+        False for restarts whose covariances could not be factorised; their
+        parameters are finite placeholders and must not be used.
+    """
+    nk = stats.nk + 10 * torch.finfo(dtype).eps
+    shift = stats.s1 / nk.unsqueeze(-1)
+    means = centre.to(ACCUMULATE_DTYPE) + shift
+    covariances = covariance.covariances(nk, shift, stats.s2, reg_covar)
+    precisions_cholesky, ok = covariance.precisions_cholesky(covariances)
+    ok = ok & torch.isfinite(means).flatten(1).all(-1)
+    weights = nk / nk.sum(-1, keepdim=True)
+    params = MixtureParameters(weights, means, covariances, precisions_cholesky)
+    return params.map(lambda t: t.to(dtype)), ok

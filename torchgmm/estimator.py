@@ -1,0 +1,507 @@
+"""``GaussianMixture``: scikit-learn's estimator contract over the batched EM engine."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torchgmm._validation import (
+    as_tensor,
+    check_array,
+    check_scalar,
+    make_generator,
+    output_like,
+    resolve_device,
+    resolve_dtype,
+)
+from torchgmm.covariance import CovarianceType, get_covariance_type
+from torchgmm.data import InMemoryData
+from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp
+from torchgmm.exceptions import ConvergenceWarning, FailedRestartWarning, NotFittedError
+from torchgmm.init import INIT_METHODS, initialize
+from torchgmm.trainer import run_em
+
+__all__ = ["GaussianMixture"]
+
+_ILL_DEFINED = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM, with all restarts run at once as one batch.
+
+    The constructor, methods and fitted attributes follow
+    :class:`sklearn.mixture.GaussianMixture`; inputs may be NumPy arrays or
+    torch tensors on any device, and outputs follow the input (NumPy in,
+    NumPy out; a tensor in, a tensor out on the same device).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components ``K``.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Parametrisation of the component covariances.
+    tol : float, default=1e-3
+        A restart has converged when its lower bound (mean log-likelihood per
+        sample) changes by less than ``tol`` in one iteration.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance so it stays positive definite.
+    max_iter : int, default=100
+        Most EM iterations per restart.
+    n_init : int, default=1
+        Number of restarts, all run at once; the one with the highest final
+        lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How restarts are initialised (see :mod:`torchgmm.init`).
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        User-provided initial weights, means and precisions (shape as
+        ``precisions_``); each replaces what ``init_params`` would give.
+    random_state : int, numpy RandomState or Generator, default=None
+        Seeds every random draw (initialisation and :meth:`sample`).
+    warm_start : bool, default=False
+        If fitted, the next ``fit`` starts from the current parameters (one restart).
+    verbose : int, default=0
+        Print progress (2: with timings).
+    verbose_interval : int, default=10
+        Iterations between progress lines.
+    device : str or torch.device, default=None
+        Where to compute; by default where the input lives (CPU for NumPy).
+    dtype : {'float32', 'float64'} or torch dtype, default=None
+        Compute dtype; by default the input's float dtype, float32 for other input.
+
+    Attributes
+    ----------
+    weights_ : array of shape (n_components,)
+    means_ : array of shape (n_components, n_features)
+    covariances_ : array
+        ``(K, D, D)`` full, ``(D, D)`` tied, ``(K, D)`` diag, ``(K,)`` spherical.
+    precisions_ : array
+        Inverses of the covariances, same shapes.
+    precisions_cholesky_ : array
+        Upper Cholesky factors of the precisions, same shapes.
+    converged_ : bool
+        Whether the kept restart converged.
+    n_iter_ : int
+        Iterations the kept restart ran.
+    lower_bound_ : float
+        Final lower bound of the kept restart.
+    lower_bounds_ : list of float
+        The kept restart's lower bound after each iteration.
+    init_lower_bounds_ : ndarray of shape (n_init,)
+        Final lower bound of every restart (``-inf`` where it failed).
+    init_converged_ : ndarray of shape (n_init,), bool
+        Whether each restart converged.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torchgmm import GaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (100, 2)), rng.normal(5, 1, (100, 2))])
+    >>> gm = GaussianMixture(n_components=2, n_init=4, random_state=0).fit(X)
+    >>> np.sort(gm.means_[:, 0]).round(0)
+    array([-5.,  5.])
+    >>> gm.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.device = device
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ sklearn protocol
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> GaussianMixture:
+        """Set constructor parameters, as scikit-learn's ``set_params``; returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). Valid parameters are: {valid!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = []
+        for name in self._param_names():
+            value, default = getattr(self, name), defaults[name].default
+            same = value is default
+            if not same and not isinstance(value, (np.ndarray, Tensor)):
+                try:
+                    same = bool(value == default)
+                except Exception:
+                    same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):  # only called by scikit-learn, so the import is safe
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            transformer_tags=None,
+            regressor_tags=None,
+            classifier_tags=None,
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "means_")
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_parameters(self) -> CovarianceType:
+        check_scalar(self.n_components, "n_components", int, low=1)
+        check_scalar(self.tol, "tol", float, low=0)
+        check_scalar(self.reg_covar, "reg_covar", float, low=0)
+        check_scalar(self.max_iter, "max_iter", int, low=0)
+        check_scalar(self.n_init, "n_init", int, low=1)
+        check_scalar(self.warm_start, "warm_start", bool)
+        check_scalar(self.verbose, "verbose", int, low=0)
+        check_scalar(self.verbose_interval, "verbose_interval", int, low=1)
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"Invalid value for 'init_params': {self.init_params!r}. It must be one of {list(INIT_METHODS)}."
+            )
+        return get_covariance_type(self.covariance_type)
+
+    def _check_initial_parameters(self, covariance: CovarianceType, n_features: int) -> dict[str, Tensor]:
+        """User-given ``*_init`` as float64 CPU tensors, validated against the data shape."""
+        K, D = self.n_components, n_features
+        given = {}
+        for name, expected in (
+            ("weights_init", (K,)),
+            ("means_init", (K, D)),
+            ("precisions_init", covariance.shape(K, D)),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            t = as_tensor(value, name).to("cpu", torch.float64)
+            if tuple(t.shape) != expected:
+                raise ValueError(
+                    f"The parameter '{name}' should have the shape of {expected}, but got {tuple(t.shape)}."
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"The parameter '{name}' contains NaN or infinity.")
+            given[name] = t
+        if "weights_init" in given:
+            w = given["weights_init"]
+            if bool((w < 0).any()) or bool((w > 1).any()):
+                raise ValueError(
+                    "The parameter 'weights_init' should be in the range [0, 1], but got "
+                    f"max value {float(w.max()):.5f}, min value {float(w.min()):.5f}."
+                )
+            if not math.isclose(float(w.sum()), 1.0, rel_tol=0, abs_tol=1e-6):
+                raise ValueError(
+                    f"The parameter 'weights_init' should be normalized, but got sum(weights) = {float(w.sum()):.5f}."
+                )
+        if "precisions_init" in given:
+            covariance.check_precisions(given["precisions_init"])
+        return given
+
+    def _check_is_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
+        """Fit the mixture by EM, running ``n_init`` restarts at once.
+
+        Parameters
+        ----------
+        X : array-like or Tensor of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """Fit the mixture, then return the label of each sample (as ``fit(X).predict(X)``).
+
+        Raises
+        ------
+        ValueError
+            For invalid parameters or data, or if every restart failed to factorise a covariance.
+        """
+        covariance = self._check_parameters()
+        X_in = X
+        X = check_array(X)
+        n_samples, n_features = X.shape
+        if n_samples < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n_samples}."
+            )
+        inits = self._check_initial_parameters(covariance, n_features)
+        device = resolve_device(self.device, X)
+        dtype = resolve_dtype(self.dtype, X)
+        generator = make_generator(self.random_state, device)
+        data = InMemoryData(X.to(device), dtype)
+        shift = data.centre()
+
+        warm = self.warm_start and hasattr(self, "converged_")
+        if warm:
+            if self.n_features_in_ != n_features:
+                raise ValueError(
+                    f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
+                    f"{self.n_features_in_} features."
+                )
+            params = self._fitted_parameters(device, dtype, shift)
+            ok, lower_bound = None, float(self.lower_bound_)
+        else:
+            params, ok = self._initial_parameters(data, covariance, inits, generator)
+            lower_bound = -math.inf
+
+        result = run_em(
+            data,
+            params,
+            covariance,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            ok=ok,
+            lower_bound=lower_bound,
+            verbose=self.verbose,
+            verbose_interval=self.verbose_interval,
+        )
+        best = result.best()
+        if best is None:
+            raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
+        if any(result.failed):
+            failed = [r for r, f in enumerate(result.failed) if f]
+            warnings.warn(
+                f"{len(failed)} of {len(result.failed)} restarts were dropped because a covariance "
+                f"could not be factorised (restarts {failed}); the best of the others is kept. "
+                "Increase reg_covar to keep them.",
+                FailedRestartWarning,
+                stacklevel=2,
+            )
+        if not result.converged[best] and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+        kept = result.params.select(torch.tensor([best], device=device))
+        self._set_fitted(kept, covariance, shift, X_in)
+        self.converged_ = bool(result.converged[best])
+        self.n_iter_ = int(result.n_iter[best])
+        self.lower_bound_ = float(result.lower_bound[best])
+        self.lower_bounds_ = list(result.lower_bounds[best])
+        self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
+        self.init_converged_ = np.asarray(result.converged, dtype=bool)
+        self.n_features_in_ = n_features
+        # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
+        labels = torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(X, device, dtype)])
+        return output_like(labels, X_in)
+
+    def _initial_parameters(
+        self, data: InMemoryData, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator
+    ) -> tuple[MixtureParameters, Tensor | None]:
+        R, K, D = self.n_init, self.n_components, data.n_features
+        device, dtype = data.device, data.dtype
+        if len(inits) == 3:
+            params, ok = None, None
+        else:
+            params, ok = initialize(self.init_params, data, K, R, covariance, self.reg_covar, generator)
+        weights = inits.get("weights_init")
+        means = inits.get("means_init")
+        precisions = inits.get("precisions_init")
+
+        def batch(t: Tensor) -> Tensor:
+            return t.to(device, dtype).unsqueeze(0).expand(R, *t.shape).contiguous()
+
+        weights = batch(weights) if weights is not None else params.weights
+        means = batch(means - data.shift.to("cpu", torch.float64)) if means is not None else params.means
+        if precisions is not None:
+            P = covariance.precisions_cholesky_from_precisions(precisions)
+            cov = covariance.covariances_from_precisions_cholesky(P)
+            P, cov = batch(P), batch(cov)
+        else:
+            P, cov = params.precisions_cholesky, params.covariances
+        if ok is not None and precisions is not None:
+            ok = torch.ones_like(ok)
+        return MixtureParameters(weights, means, cov, P), ok
+
+    def _fitted_parameters(self, device: torch.device, dtype: torch.dtype, shift: Tensor) -> MixtureParameters:
+        """The fitted attributes as a batch of one restart, means centred on ``shift``."""
+
+        def get(name: str) -> Tensor:
+            return as_tensor(getattr(self, name)).to(device, dtype).unsqueeze(0)
+
+        return MixtureParameters(
+            get("weights_"), get("means_") - shift, get("covariances_"), get("precisions_cholesky_")
+        )
+
+    def _set_fitted(self, params: MixtureParameters, covariance: CovarianceType, shift: Tensor, like: Any) -> None:
+        params = params.map(lambda t: t.squeeze(0))
+        self.weights_ = output_like(params.weights, like)
+        self.means_ = output_like(params.means + shift, like)
+        self.covariances_ = output_like(params.covariances, like)
+        self.precisions_cholesky_ = output_like(params.precisions_cholesky, like)
+        self.precisions_ = output_like(covariance.precisions(params.precisions_cholesky), like)
+
+    # ------------------------------------------------------------------ inference
+
+    def _log_prob_resp(self, X: Tensor, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        """Yield ``(log_prob_norm [n], log_resp [n, K])`` per chunk of the validated ``X``."""
+        covariance = get_covariance_type(self.covariance_type)
+        means = as_tensor(self.means_)
+        device = device or resolve_device(self.device, X)
+        dtype = dtype or resolve_dtype(self.dtype, means)
+        params = self._fitted_parameters(device, dtype, 0.0)
+        data = InMemoryData(X.to(device), dtype)
+        # centre on the mixture mean: a stand-in for the data mean, from the model alone
+        data.shift = (params.weights.unsqueeze(-1) * params.means).sum(1).squeeze(0)
+        params.means = params.means - data.shift
+        K, D = params.means.shape[1:]
+        rows = chunk_rows(data.n_samples, K * (D if covariance.name in ("full", "tied") else 2), device)
+        for _, x in data.chunks(rows):
+            log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
+            yield log_prob_norm.squeeze(0), log_resp.squeeze(0)
+
+    def _checked(self, X: Any) -> Tensor:
+        self._check_is_fitted()
+        return check_array(X, n_features=self.n_features_in_)
+
+    def predict(self, X: Any) -> Any:
+        """Most likely component of each sample, shape ``(n_samples,)``, int64."""
+        t = self._checked(X)
+        return output_like(torch.cat([lr.argmax(-1) for _, lr in self._log_prob_resp(t)]), X)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Responsibilities, shape ``(n_samples, n_components)``; rows sum to 1."""
+        t = self._checked(X)
+        return output_like(torch.cat([lr.exp() for _, lr in self._log_prob_resp(t)]), X)
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of each sample under the mixture, shape ``(n_samples,)``."""
+        t = self._checked(X)
+        return output_like(torch.cat([lp for lp, _ in self._log_prob_resp(t)]), X)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``)."""
+        t = self._checked(X)
+        total = sum(lp.to(torch.float64).sum() for lp, _ in self._log_prob_resp(t))
+        return float(total) / t.shape[0]
+
+    def _n_parameters(self) -> int:
+        K, D = self.n_components, self.n_features_in_
+        return get_covariance_type(self.covariance_type).n_parameters(K, D) + K * D + K - 1
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        n = as_tensor(X).shape[0]
+        return -2.0 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        n = as_tensor(X).shape[0]
+        return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[Any, Any]:
+        """Draw samples from the fitted mixture.
+
+        Returns
+        -------
+        X : array of shape (n_samples, n_features)
+            Samples grouped by component, in component order.
+        y : array of shape (n_samples,)
+            Their component labels.
+
+        Same type and device as the fitted attributes. Seeded by
+        ``random_state``, so an int seed gives the same draws on every call.
+        """
+        self._check_is_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
+            )
+        covariance = get_covariance_type(self.covariance_type)
+        means = as_tensor(self.means_)
+        device = resolve_device(self.device, means)
+        dtype = resolve_dtype(self.dtype, means)
+        params = self._fitted_parameters(device, dtype, 0.0).map(lambda t: t.squeeze(0))
+        generator = make_generator(self.random_state, device)
+        labels = torch.multinomial(params.weights, int(n_samples), replacement=True, generator=generator)
+        counts = torch.bincount(labels, minlength=self.n_components).tolist()
+        parts = []
+        for k, count in enumerate(counts):
+            if count:
+                z = torch.randn(count, means.shape[1], generator=generator, device=device, dtype=dtype)
+                parts.append(params.means[k] + covariance.colour(z, params.precisions_cholesky, k))
+        y = torch.repeat_interleave(torch.arange(self.n_components, device=device), torch.tensor(counts, device=device))
+        return output_like(torch.cat(parts), self.means_), output_like(y, self.means_)
+
+
+def _float32_advice(dtype: torch.dtype) -> str:
+    if dtype == torch.float32:
+        return " The numerical accuracy can also be improved by passing float64 data instead of float32."
+    return ""

@@ -1,0 +1,212 @@
+"""Initialisation of ``R`` restarts at once, on the compute device.
+
+Each method yields initial responsibilities (as a function of a chunk) and
+the means to centre the statistics on; one pass of
+:func:`~torchgmm.em.statistics_from_resp` and an M-step then give the
+initial parameters, as in scikit-learn:
+
+``kmeans``
+    k-means++ seeds refined by batched Lloyd iterations; hard labels.
+``k-means++``
+    Greedy k-means++ seeds; each seed is one component (one-point responsibilities).
+``random``
+    Uniform random responsibilities, normalised per row.
+``random_from_data``
+    ``K`` distinct rows drawn uniformly; each is one component.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from torchgmm.covariance import CovarianceType
+from torchgmm.data import InMemoryData
+from torchgmm.em import MixtureParameters, Statistics, chunk_rows, m_step, statistics_from_resp
+
+__all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances"]
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+# k-means++ seeding looks at a uniform sample of at most this many
+# (row x restart x trial) distances per step; see kmeans_plusplus.
+_SEEDING_BUDGET = 1 << 23
+
+
+def squared_distances(X: Tensor, centres: Tensor) -> Tensor:
+    """``|x - c|^2`` for rows ``X [N, D]`` and ``centres [..., K, D]``: ``[..., N, K]``."""
+    sq = (centres * centres).sum(-1).unsqueeze(-2) - 2.0 * X @ centres.mT
+    return (sq + (X * X).sum(-1).unsqueeze(-1)).clamp_min_(0.0)
+
+
+def kmeans_plusplus(X: Tensor, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+    """Greedy k-means++ seeding, batched over restarts.
+
+    Each new seed is the best of ``2 + log(K)`` candidates drawn with
+    probability proportional to the squared distance to the closest seed so
+    far (Arthur and Vassilvitskii 2007; the greedy variant scikit-learn uses).
+
+    Parameters
+    ----------
+    X : Tensor of shape (M, D)
+    n_clusters, n_restarts : int
+    generator : torch.Generator
+        On the device of ``X``.
+
+    Returns
+    -------
+    Tensor of shape (R, K), int64
+        Row indices of the seeds in ``X``.
+    """
+    M = X.shape[0]
+    R, K = n_restarts, n_clusters
+    n_trials = 2 + int(math.log(K))
+    device = X.device
+    rows = torch.arange(R, device=device)
+    indices = torch.empty(R, K, dtype=torch.long, device=device)
+    indices[:, 0] = torch.randint(M, (R,), generator=generator, device=device)
+    closest = squared_distances(X, X[indices[:, 0]].unsqueeze(1)).squeeze(-1)  # [R, M]
+    for c in range(1, K):
+        cumulative = closest.to(torch.float64).cumsum(-1)
+        targets = torch.rand(R, n_trials, generator=generator, device=device, dtype=torch.float64)
+        targets = targets * cumulative[:, -1:]
+        candidates = torch.searchsorted(cumulative, targets, right=True).clamp_max_(M - 1)
+        dist = squared_distances(X, X[candidates]).mT  # [R, T, M]
+        dist = torch.minimum(dist, closest.unsqueeze(1))
+        best = dist.to(torch.float64).sum(-1).argmin(-1)  # [R]
+        closest = dist[rows, best]
+        indices[:, c] = candidates[rows, best]
+    return indices
+
+
+def _sample_indices(n: int, size: int, n_restarts: int, generator: torch.Generator, device) -> Tensor:
+    """``size`` distinct indices below ``n`` per restart, ``[R, size]``."""
+    return torch.stack([torch.randperm(n, generator=generator, device=device)[:size] for _ in range(n_restarts)])
+
+
+def _seed(data: InMemoryData, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeds ``[R, K, D]``, on a uniform sample of the rows when the data are large."""
+    n_trials = 2 + int(math.log(n_clusters))
+    sample_size = max(_SEEDING_BUDGET // (n_restarts * n_trials), 32 * n_clusters)
+    if data.n_samples <= sample_size:
+        X = data.take(torch.arange(data.n_samples, device=data.device))
+    else:
+        perm = torch.randperm(data.n_samples, generator=generator, device=data.device)[:sample_size]
+        X = data.take(perm)
+    return X[kmeans_plusplus(X, n_clusters, n_restarts, generator)]
+
+
+def kmeans(
+    data: InMemoryData, centres: Tensor, max_iter: int = 100, tol: float = 1e-4, rows: int | None = None
+) -> Tensor:
+    """Batched Lloyd iterations from ``centres [R, K, D]``; returns the final centres.
+
+    Stops when every restart moved its centres by at most ``tol`` times the
+    mean feature variance (squared Frobenius norm, scikit-learn's rule).
+    An emptied cluster is moved to the row farthest from its centre.
+    """
+    R, K, D = centres.shape
+    rows = chunk_rows(data.n_samples, 2 * R * K + D, data.device, rows)
+    variance = torch.zeros(D, dtype=torch.float64, device=data.device)
+    for _, x in data.chunks(rows):
+        variance += (x.to(torch.float64) ** 2).sum(0)
+    # data are centred on their mean, so this is the mean variance
+    tol_abs = float(variance.mean()) / data.n_samples * tol
+    for _ in range(max_iter):
+        sums = torch.zeros(R, K, D, dtype=torch.float64, device=data.device)
+        counts = torch.zeros(R, K, dtype=torch.float64, device=data.device)
+        for _, x in data.chunks(rows):
+            onehot = F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype)
+            sums += (onehot.mT @ x).to(torch.float64)
+            counts += onehot.sum(1).to(torch.float64)
+        new = (sums / counts.clamp_min(1).unsqueeze(-1)).to(centres.dtype)
+        empty = counts == 0
+        if bool(empty.any()):
+            new = _relocate_empty(data, new, empty, rows)
+        moved = ((new - centres) ** 2).sum((1, 2))
+        centres = new
+        if bool((moved <= tol_abs).all()):
+            break
+    return centres
+
+
+def _relocate_empty(data: InMemoryData, centres: Tensor, empty: Tensor, rows: int) -> Tensor:
+    """Move each empty cluster onto one of the rows farthest from their closest centre."""
+    R, K, D = centres.shape
+    best_dist = torch.full((R, 0), -1.0, dtype=centres.dtype, device=centres.device)
+    best_rows = torch.empty(R, 0, D, dtype=centres.dtype, device=centres.device)
+    for _, x in data.chunks(rows):
+        dist = squared_distances(x, centres).min(-1).values  # [R, n]
+        top = dist.topk(min(K, dist.shape[1]), dim=-1)
+        best_dist = torch.cat([best_dist, top.values], 1)
+        best_rows = torch.cat([best_rows, x[top.indices]], 1)
+        keep = best_dist.topk(min(K, best_dist.shape[1]), dim=-1).indices
+        best_dist = best_dist.gather(1, keep)
+        best_rows = best_rows.gather(1, keep.unsqueeze(-1).expand(-1, -1, D))
+    # the j-th empty cluster of a restart takes its j-th farthest row
+    rank = (empty.cumsum(-1) - 1).clamp(0, best_rows.shape[1] - 1)
+    far = best_rows.gather(1, rank.unsqueeze(-1).expand(-1, -1, D))
+    return torch.where(empty.unsqueeze(-1), far, centres)
+
+
+def initial_responsibilities(
+    method: str, data: InMemoryData, n_components: int, n_restarts: int, generator: torch.Generator
+) -> tuple[Callable[[int, Tensor], Tensor] | None, Tensor]:
+    """Initial responsibilities of ``method`` and the centre for their statistics.
+
+    Returns ``(resp_fn, centre)``; ``resp_fn`` is None when every component is
+    a single row (``k-means++`` and ``random_from_data``), whose statistics
+    about that row are known without a pass over the data.
+    """
+    R, K, D = n_restarts, n_components, data.n_features
+    device, dtype = data.device, data.dtype
+    if method == "kmeans":
+        centres = kmeans(data, _seed(data, K, R, generator))
+        return lambda start, x: F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype), centres
+    if method == "k-means++":
+        return None, _seed(data, K, R, generator)
+    if method == "random_from_data":
+        return None, data.take(_sample_indices(data.n_samples, K, R, generator, device))
+    if method == "random":
+
+        def random_resp(start: int, x: Tensor) -> Tensor:
+            resp = torch.rand(R, x.shape[0], K, generator=generator, device=device, dtype=dtype)
+            return resp / resp.sum(-1, keepdim=True)
+
+        # random responsibilities put every mean near the data mean, the origin here
+        return random_resp, torch.zeros(R, K, D, dtype=dtype, device=device)
+    raise ValueError(f"Invalid value for 'init_params': {method!r}. It must be one of {list(INIT_METHODS)}.")
+
+
+def initialize(
+    method: str,
+    data: InMemoryData,
+    n_components: int,
+    n_restarts: int,
+    covariance: CovarianceType,
+    reg_covar: float,
+    generator: torch.Generator,
+) -> tuple[MixtureParameters, Tensor]:
+    """Initial parameters of ``R`` restarts; returns ``(params, ok [R])`` as :func:`m_step`."""
+    resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator)
+    if resp_fn is None:
+        # One row per component: nk = 1 and zero scatter about that row.
+        R, K, D = centre.shape
+        zeros_s2 = covariance.scatter(
+            torch.zeros(1, D, dtype=centre.dtype, device=centre.device),
+            torch.zeros(R, 1, K, dtype=centre.dtype, device=centre.device),
+            torch.zeros_like(centre),
+        )
+        stats = Statistics(
+            torch.zeros(R, dtype=torch.float64, device=centre.device),
+            torch.ones(R, K, dtype=torch.float64, device=centre.device),
+            torch.zeros(R, K, D, dtype=torch.float64, device=centre.device),
+            zeros_s2.to(torch.float64),
+        )
+    else:
+        stats = statistics_from_resp(data, resp_fn, centre, covariance)
+    return m_step(stats, centre, covariance, reg_covar, data.dtype)

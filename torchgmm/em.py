@@ -98,7 +98,7 @@ class Statistics(NamedTuple):
     s2: Tensor
 
     def __add__(self, other: Statistics) -> Statistics:  # type: ignore[override]
-        return Statistics(*(a + b for a, b in zip(self, other)))
+        return Statistics(*(a + b for a, b in zip(self, other, strict=True)))
 
 
 def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows: int | None = None) -> int:

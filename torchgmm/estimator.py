@@ -170,7 +170,8 @@ class GaussianMixture:
         for name, value in params.items():
             if name not in valid:
                 raise ValueError(
-                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). Valid parameters are: {valid!r}."
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). "
+                    f"Valid parameters are: {valid!r}."
                 )
             setattr(self, name, value)
         return self
@@ -365,7 +366,7 @@ class GaussianMixture:
     def _initial_parameters(
         self, data: InMemoryData, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator
     ) -> tuple[MixtureParameters, Tensor | None]:
-        R, K, D = self.n_init, self.n_components, data.n_features
+        R, K = self.n_init, self.n_components
         device, dtype = data.device, data.dtype
         if len(inits) == 3:
             params, ok = None, None

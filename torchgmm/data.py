@@ -30,7 +30,10 @@ class InMemoryData:
     def __init__(self, X: Tensor, dtype: torch.dtype) -> None:
         self.X = X
         self.dtype = dtype
-        self.shift = torch.zeros(X.shape[1], dtype=dtype, device=X.device)
+        # Subtract the shift in the wider of the input and compute dtypes, so that
+        # float64 data with a large offset keep their digits when computed in float32.
+        self._work_dtype = torch.promote_types(X.dtype, dtype) if X.is_floating_point() else dtype
+        self.shift = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
 
     @property
     def n_samples(self) -> int:
@@ -45,18 +48,21 @@ class InMemoryData:
         return self.X.device
 
     def centre(self) -> Tensor:
-        """Centre later chunks on the data mean (accumulated in float64) and return it."""
+        """Centre later chunks on the data mean (accumulated in float64); returns it in float64."""
         total = torch.zeros(self.n_features, dtype=torch.float64, device=self.device)
         for start in range(0, self.n_samples, 1 << 16):
             total += self.X[start : start + (1 << 16)].to(torch.float64).sum(0)
-        self.shift = (total / self.n_samples).to(self.dtype)
+        self.shift = total / self.n_samples
         return self.shift
+
+    def _centred(self, rows: Tensor) -> Tensor:
+        return (rows.to(self._work_dtype) - self.shift.to(self._work_dtype)).to(self.dtype)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, Tensor]]:
         """Yield ``(start, x)`` with ``x [n, D]`` the centred rows ``start:start + n``."""
         for start in range(0, self.n_samples, rows):
-            yield start, self.X[start : start + rows].to(self.dtype) - self.shift
+            yield start, self._centred(self.X[start : start + rows])
 
     def take(self, indices: Tensor) -> Tensor:
         """Centred rows at ``indices`` (any shape ``[...]``), as ``[..., D]``."""
-        return self.X[indices.reshape(-1)].to(self.dtype).reshape(*indices.shape, -1) - self.shift
+        return self._centred(self.X[indices.reshape(-1)]).reshape(*indices.shape, -1)

@@ -312,7 +312,7 @@ class GaussianMixture:
                     f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
                     f"{self.n_features_in_} features."
                 )
-            params = self._fitted_parameters(device, dtype, shift)
+            params, _ = self._fitted_parameters(device, dtype, shift)
             ok, lower_bound = None, float(self.lower_bound_)
         else:
             params, ok = self._initial_parameters(data, covariance, inits, generator)
@@ -391,20 +391,30 @@ class GaussianMixture:
             ok = torch.ones_like(ok)
         return MixtureParameters(weights, means, cov, P), ok
 
-    def _fitted_parameters(self, device: torch.device, dtype: torch.dtype, shift: Tensor) -> MixtureParameters:
-        """The fitted attributes as a batch of one restart, means centred on ``shift``."""
+    def _fitted_parameters(
+        self, device: torch.device, dtype: torch.dtype, shift: Tensor | None = None
+    ) -> tuple[MixtureParameters, Tensor]:
+        """The fitted attributes as a batch of one restart, with means centred on ``shift``.
 
-        def get(name: str) -> Tensor:
-            return as_tensor(getattr(self, name)).to(device, dtype).unsqueeze(0)
+        ``shift`` (float64, ``[D]``) defaults to the mixture mean, a stand-in for
+        the data mean that the model alone gives. Returns ``(params, shift)``.
+        """
 
-        return MixtureParameters(
-            get("weights_"), get("means_") - shift, get("covariances_"), get("precisions_cholesky_")
+        def get(name: str, to_dtype: torch.dtype = dtype) -> Tensor:
+            return as_tensor(getattr(self, name)).to(device, to_dtype).unsqueeze(0)
+
+        weights, means = get("weights_", torch.float64), get("means_", torch.float64)
+        if shift is None:
+            shift = (weights.unsqueeze(-1) * means).sum(1).squeeze(0)
+        params = MixtureParameters(
+            weights.to(dtype), (means - shift).to(dtype), get("covariances_"), get("precisions_cholesky_")
         )
+        return params, shift
 
     def _set_fitted(self, params: MixtureParameters, covariance: CovarianceType, shift: Tensor, like: Any) -> None:
         params = params.map(lambda t: t.squeeze(0))
         self.weights_ = output_like(params.weights, like)
-        self.means_ = output_like(params.means + shift, like)
+        self.means_ = output_like((params.means.to(torch.float64) + shift).to(params.means.dtype), like)
         self.covariances_ = output_like(params.covariances, like)
         self.precisions_cholesky_ = output_like(params.precisions_cholesky, like)
         self.precisions_ = output_like(covariance.precisions(params.precisions_cholesky), like)
@@ -417,11 +427,9 @@ class GaussianMixture:
         means = as_tensor(self.means_)
         device = device or resolve_device(self.device, X)
         dtype = dtype or resolve_dtype(self.dtype, means)
-        params = self._fitted_parameters(device, dtype, 0.0)
+        params, shift = self._fitted_parameters(device, dtype)
         data = InMemoryData(X.to(device), dtype)
-        # centre on the mixture mean: a stand-in for the data mean, from the model alone
-        data.shift = (params.weights.unsqueeze(-1) * params.means).sum(1).squeeze(0)
-        params.means = params.means - data.shift
+        data.shift = shift
         K, D = params.means.shape[1:]
         rows = chunk_rows(data.n_samples, K * (D if covariance.name in ("full", "tied") else 2), device)
         for _, x in data.chunks(rows):
@@ -489,7 +497,8 @@ class GaussianMixture:
         means = as_tensor(self.means_)
         device = resolve_device(self.device, means)
         dtype = resolve_dtype(self.dtype, means)
-        params = self._fitted_parameters(device, dtype, 0.0).map(lambda t: t.squeeze(0))
+        params, shift = self._fitted_parameters(device, dtype)
+        params = params.map(lambda t: t.squeeze(0))
         generator = make_generator(self.random_state, device)
         labels = torch.multinomial(params.weights, int(n_samples), replacement=True, generator=generator)
         counts = torch.bincount(labels, minlength=self.n_components).tolist()
@@ -497,7 +506,8 @@ class GaussianMixture:
         for k, count in enumerate(counts):
             if count:
                 z = torch.randn(count, means.shape[1], generator=generator, device=device, dtype=dtype)
-                parts.append(params.means[k] + covariance.colour(z, params.precisions_cholesky, k))
+                offset = (params.means[k].to(torch.float64) + shift).to(dtype)
+                parts.append(offset + covariance.colour(z, params.precisions_cholesky, k))
         y = torch.repeat_interleave(torch.arange(self.n_components, device=device), torch.tensor(counts, device=device))
         return output_like(torch.cat(parts), self.means_), output_like(y, self.means_)
 

@@ -1,0 +1,31 @@
+"""Shared fixtures: small seeded data sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def make_blobs(n_per: int = 150, n_features: int = 3, n_components: int = 3, spread: float = 6.0, seed: int = 0):
+    """Gaussian blobs with random covariances; returns ``(X, labels)`` in float64."""
+    rng = np.random.default_rng(seed)
+    parts, labels = [], []
+    for k in range(n_components):
+        centre = rng.normal(0, spread, n_features)
+        A = rng.normal(0, 1, (n_features, n_features)) / np.sqrt(n_features)
+        parts.append(centre + rng.normal(0, 1, (n_per, n_features)) @ (A + 0.5 * np.eye(n_features)))
+        labels.append(np.full(n_per, k))
+    perm = rng.permutation(n_per * n_components)
+    return np.concatenate(parts)[perm], np.concatenate(labels)[perm]
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_determinism():
+    torch.manual_seed(0)
+    yield
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

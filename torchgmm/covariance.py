@@ -80,6 +80,10 @@ class CovarianceType:
         """Squared Mahalanobis distances ``[R, N, K]`` of rows ``X [N, D]``."""
         raise NotImplementedError
 
+    def elements_per_row(self, n_restarts: int, n_components: int, n_features: int) -> int:
+        """Size of the largest per-row temporary of an E-step, to size chunks."""
+        return 3 * n_restarts * n_components + n_features
+
     def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
         """``log det P`` per component, ``[R, K]`` (``[R, 1]`` when tied)."""
         raise NotImplementedError
@@ -151,6 +155,10 @@ class _Full(CovarianceType):
         Y = X @ P.permute(2, 0, 1, 3).reshape(D, R * K * D)
         Y = Y.view(-1, R, K, D) - (means.unsqueeze(-2) @ P).squeeze(-2)
         return _squared_norm_rows(Y).permute(1, 0, 2)
+
+    def elements_per_row(self, n_restarts, n_components, n_features):
+        # whitened residuals and weighted centred rows, [R, K, n, D] each
+        return n_restarts * n_components * n_features
 
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(torch.diagonal(precisions_cholesky, dim1=-2, dim2=-1)).sum(-1)

@@ -175,7 +175,7 @@ def e_step(
     Each chunk is read once; its responsibilities are used and dropped.
     """
     R, K, D = params.means.shape
-    rows = chunk_rows(data.n_samples, R * K * (D if covariance.name in ("full", "tied") else 3), data.device, rows)
+    rows = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, D), data.device, rows)
     total = None
     for _, x in data.chunks(rows):
         log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)

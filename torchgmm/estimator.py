@@ -431,7 +431,7 @@ class GaussianMixture:
         data = InMemoryData(X.to(device), dtype)
         data.shift = shift
         K, D = params.means.shape[1:]
-        rows = chunk_rows(data.n_samples, K * (D if covariance.name in ("full", "tied") else 2), device)
+        rows = chunk_rows(data.n_samples, covariance.elements_per_row(1, K, D), device)
         for _, x in data.chunks(rows):
             log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
             yield log_prob_norm.squeeze(0), log_resp.squeeze(0)

@@ -56,10 +56,20 @@ def as_tensor(X: Any, name: str = "X") -> Tensor:
     if isinstance(X, Tensor):
         t = X.detach()
     else:
+        if type(X).__module__.startswith("scipy.sparse"):
+            raise TypeError(
+                f"Sparse {name} is not supported: a Gaussian mixture needs dense rows. "
+                f"Convert it with {name}.toarray()."
+            )
         try:
             arr = np.asarray(X)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)  # e.g. a list of Python numbers
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must contain numbers, got an array of dtype object.") from None
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must contain numbers, got an array of dtype {arr.dtype}.")
         t = torch.as_tensor(arr)
@@ -93,8 +103,7 @@ def check_array(X: Any, *, n_features: int | None = None, name: str = "X") -> Te
         if not bool(finite.all()):
             row, col = (~finite).nonzero()[0].tolist()
             raise ValueError(
-                f"{name} contains NaN or infinity (first at row {row}, column {col}); "
-                "remove or impute those values before fitting."
+                f"{name} contains NaN or infinity (first at row {row}, column {col}); remove or impute those values."
             )
     return t
 

@@ -278,7 +278,7 @@ class GaussianMixture:
         -------
         self
         """
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -289,6 +289,10 @@ class GaussianMixture:
         ValueError
             For invalid parameters or data, or if every restart failed to factorise a covariance.
         """
+        return self._fit(X)
+
+    def _fit(self, X: Any) -> Any:
+        # Called straight from fit and fit_predict, so stacklevel=3 points warnings at the caller.
         covariance = self._check_parameters()
         X_in = X
         X = check_array(X)
@@ -340,14 +344,14 @@ class GaussianMixture:
                 f"could not be factorised (restarts {failed}); the best of the others is kept. "
                 "Increase reg_covar to keep them.",
                 FailedRestartWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if not result.converged[best] and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
         kept = result.params.select(torch.tensor([best], device=device))

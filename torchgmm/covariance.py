@@ -72,6 +72,10 @@ class CovarianceType:
         """Shape of one restart's covariances (scikit-learn's ``covariances_``)."""
         raise NotImplementedError
 
+    def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of one restart's scatter statistic ``s2``."""
+        return self.shape(n_components, n_features)
+
     def n_parameters(self, n_components: int, n_features: int) -> int:
         """Number of free parameters of the covariances alone."""
         raise NotImplementedError
@@ -83,6 +87,37 @@ class CovarianceType:
     def elements_per_row(self, n_restarts: int, n_components: int, n_features: int) -> int:
         """Size of the largest per-row temporary of an E-step, to size chunks."""
         return 3 * n_restarts * n_components + n_features
+
+    def log_prob(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
+        """``log N(x | mu_k, Sigma_k)`` for rows ``X [N, D]``: ``[R, N, K]``."""
+        n_features = X.shape[-1]
+        maha = self.mahalanobis(X, means, precisions_cholesky)
+        return -0.5 * (n_features * LOG_2PI + maha) + self.log_det(precisions_cholesky, n_features).unsqueeze(-2)
+
+    def statistics(self, X: Tensor, resp: Tensor, centre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(nk [R, K], s1 [R, K, D], s2)`` of rows ``X [N, D]`` with ``resp [R, N, K]``, about ``centre``."""
+        nk = resp.sum(1)
+        s1 = resp.mT @ X - nk.unsqueeze(-1) * centre
+        return nk, s1, self.scatter(X, resp, centre)
+
+    def accumulate(
+        self, X: Tensor, log_weights: Tensor, means: Tensor, precisions_cholesky: Tensor, acc: list[Tensor]
+    ) -> None:
+        """E-step on one chunk, added in place into ``acc = [log p(x) sum [R], nk, s1, s2]``.
+
+        ``s1`` and ``s2`` are about ``means``, possibly in a type-specific
+        coordinate system that :meth:`finish_statistics` maps back once the
+        chunks have been summed.
+        """
+        log_prob = self.log_prob(X, means, precisions_cholesky) + log_weights.unsqueeze(-2)
+        log_prob_norm = torch.logsumexp(log_prob, dim=-1)
+        resp = torch.exp(log_prob - log_prob_norm.unsqueeze(-1))
+        for total, part in zip(acc, (log_prob_norm.sum(-1), *self.statistics(X, resp, means)), strict=True):
+            total.add_(part)
+
+    def finish_statistics(self, s1: Tensor, s2: Tensor, precisions_cholesky: Tensor) -> tuple[Tensor, Tensor]:
+        """Map summed chunk statistics back to data coordinates (identity by default)."""
+        return s1, s2
 
     def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
         """``log det P`` per component, ``[R, K]`` (``[R, 1]`` when tied)."""
@@ -163,6 +198,45 @@ class _Full(CovarianceType):
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(torch.diagonal(precisions_cholesky, dim1=-2, dim2=-1)).sum(-1)
 
+    def _whitened(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
+        """``(x - mu_k) P_k`` for every restart and component, ``[R, K, N, D]``.
+
+        Batched products ``[N, D + 1] @ [D + 1, D]`` with the means folded in as
+        a bias row, so the residuals are written once, contiguous per component.
+        """
+        P = precisions_cholesky.expand(*means.shape, means.shape[-1])
+        bias = -(means.unsqueeze(-2) @ P)  # [R, K, 1, D]
+        ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
+        return torch.cat([X, ones], dim=1) @ torch.cat([P, bias], dim=-2)
+
+    def accumulate(self, X, log_weights, means, precisions_cholesky, acc):
+        # Statistics in whitened coordinates y = (x - mu) P: the E-step's residuals
+        # are reused, exactly centred on the current means, and well scaled.
+        D = means.shape[-1]
+        Y = self._whitened(X, means, precisions_cholesky)
+        maha = torch.linalg.vector_norm(Y, dim=-1).square_().mT  # [R, n, K]
+        log_det = self.log_det(precisions_cholesky, D).unsqueeze(-2)
+        log_prob = (-0.5 * (D * LOG_2PI + maha) + log_det) + log_weights.unsqueeze(-2)
+        log_prob_norm = torch.logsumexp(log_prob, dim=-1)
+        sqrt_resp = torch.exp(0.5 * (log_prob - log_prob_norm.unsqueeze(-1))).mT  # [R, K, n]
+        acc[0].add_(log_prob_norm.sum(-1))
+        acc[1].add_((sqrt_resp * sqrt_resp).sum(-1))
+        Y.mul_(sqrt_resp.unsqueeze(-1))
+        acc[2].add_((sqrt_resp.unsqueeze(-2) @ Y).squeeze(-2))
+        self._add_scatter(Y, acc[3])
+
+    def _add_scatter(self, Y: Tensor, out: Tensor) -> None:
+        """``out += Y^T Y`` per component, accumulated by the matrix product itself."""
+        R, K, n, D = Y.shape
+        torch.baddbmm(out.view(R * K, D, D), Y.view(R * K, n, D).mT, Y.view(R * K, n, D), out=out.view(R * K, D, D))
+
+    def finish_statistics(self, s1, s2, precisions_cholesky):
+        # x - mu = y P^-1, so s1 -> s1 P^-1 and s2 -> P^-T s2 P^-1.
+        P = precisions_cholesky.to(s2.dtype)
+        P_inv = torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True)
+        P_inv_k = P_inv.unsqueeze(1) if P_inv.dim() < s1.dim() + 1 else P_inv  # tied: one for all k
+        return (s1.unsqueeze(-2) @ P_inv_k).squeeze(-2), P_inv.mT @ s2 @ P_inv
+
     def scatter(self, X, resp, centre):
         # sqrt(r) (x - c) for every (restart, component): [R, K, N, D]; X^T diag(r) X
         # per component as one batched product, exactly centred.
@@ -219,6 +293,14 @@ class _Tied(_Full):
 
     def log_det(self, precisions_cholesky, n_features):
         return super().log_det(precisions_cholesky, n_features).unsqueeze(-1)
+
+    def _whitened(self, X, means, precisions_cholesky):
+        return super()._whitened(X, means, precisions_cholesky.unsqueeze(1))
+
+    def _add_scatter(self, Y, out):
+        R, K, n, D = Y.shape
+        Y = Y.view(R, K * n, D)
+        torch.baddbmm(out, Y.mT, Y, out=out)
 
     def scatter(self, X, resp, centre):
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
@@ -305,6 +387,9 @@ class _Spherical(_Diag):
 
     def n_parameters(self, n_components, n_features):
         return n_components
+
+    def scatter_shape(self, n_components, n_features):
+        return (n_components, n_features)  # the diagonal, averaged in the M-step
 
     def log_det(self, precisions_cholesky, n_features):
         return n_features * torch.log(precisions_cholesky)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchgmm.covariance import LOG_2PI, CovarianceType
+from torchgmm.covariance import CovarianceType
 from torchgmm.data import InMemoryData
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
 # tensors cost nothing next to a pass over the data, and float32 sums over
 # millions of rows would lose digits.
 ACCUMULATE_DTYPE = torch.float64
+_FLUSH_ROWS = 1 << 16
 
 
 @dataclass
@@ -105,11 +106,12 @@ def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows
     """Rows per chunk so that per-chunk temporaries stay within a fixed budget.
 
     ``elements_per_row`` is the size of the largest temporary per row (for a
-    full covariance that is ``R * K * D``). The budget is 2**23 elements on
-    CPU (cache-friendly) and 2**26 on CUDA.
+    full covariance that is ``R * K * D``). The budget is 2**20 elements on
+    CPU (4 MiB in float32: the temporaries stay in cache between the
+    product that writes them and the ones that read them) and 2**26 on CUDA.
     """
     if rows is None:
-        budget = 1 << (26 if device.type == "cuda" else 23)
+        budget = 1 << (26 if device.type == "cuda" else 20)
         rows = max(16, budget // max(1, elements_per_row))
     return max(1, min(n_samples, rows))
 
@@ -132,10 +134,7 @@ def estimate_log_gaussian_prob(
     Tensor of shape (R, N, K)
         ``log N(x | mu_k, Sigma_k) = -D/2 log 2pi + log det P_k - |(x - mu_k) P_k|^2 / 2``.
     """
-    n_features = X.shape[-1]
-    maha = covariance.mahalanobis(X, means, precisions_cholesky)
-    log_det = covariance.log_det(precisions_cholesky, n_features).unsqueeze(-2)
-    return -0.5 * (n_features * LOG_2PI + maha) + log_det
+    return covariance.log_prob(X, means, precisions_cholesky)
 
 
 def estimate_log_prob_resp(X: Tensor, params: MixtureParameters, covariance: CovarianceType) -> tuple[Tensor, Tensor]:
@@ -157,9 +156,7 @@ def sufficient_statistics(
     ``s1`` and ``s2`` are taken about ``centre [R, K, D]`` (the current means),
     in the dtype of ``X``.
     """
-    nk = resp.sum(1)
-    s1 = resp.mT @ X - nk.unsqueeze(-1) * centre
-    return nk, s1, covariance.scatter(X, resp, centre)
+    return covariance.statistics(X, resp, centre)
 
 
 def _accumulate(total: Statistics | None, *parts: Tensor) -> Statistics:
@@ -176,12 +173,27 @@ def e_step(
     """
     R, K, D = params.means.shape
     rows = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, D), data.device, rows)
-    total = None
-    for _, x in data.chunks(rows):
-        log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
-        stats = sufficient_statistics(x, log_resp.exp(), params.means, covariance)
-        total = _accumulate(total, log_prob_norm.sum(-1), *stats)
-    return total
+    log_weights = torch.log(params.weights)
+    # Chunks add into buffers of the compute dtype (the scatter through the
+    # matrix product's own accumulation), flushed into float64 every
+    # _FLUSH_ROWS rows, so long passes keep float64-like accuracy.
+    zeros = _zero_statistics(covariance, R, K, D, data.dtype, data.device)
+    partial = [t.clone() for t in zeros]
+    total, pending = None, 0
+    for start, x in data.chunks(rows):
+        covariance.accumulate(x, log_weights, params.means, params.precisions_cholesky, partial)
+        pending += x.shape[0]
+        if pending >= _FLUSH_ROWS or start + x.shape[0] >= data.n_samples:
+            total = _accumulate(total, *partial)
+            partial = [t.clone() for t in zeros] if start + x.shape[0] < data.n_samples else partial
+            pending = 0
+    s1, s2 = covariance.finish_statistics(total.s1, total.s2, params.precisions_cholesky)
+    return total._replace(s1=s1, s2=s2)
+
+
+def _zero_statistics(covariance: CovarianceType, R: int, K: int, D: int, dtype, device) -> list[Tensor]:
+    shapes = ((R,), (R, K), (R, K, D), (R, *covariance.scatter_shape(K, D)))
+    return [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes]
 
 
 def statistics_from_resp(

@@ -156,3 +156,17 @@ def test_float32_with_large_offset_matches_float64(covariance_type):
     np.testing.assert_allclose(ours.covariances_, ref.covariances_, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-6)
     np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_exp_and_logsumexp(dtype):
+    from torchgmm._math import exp_, logsumexp
+
+    x = torch.empty(200, 7, dtype=dtype).uniform_(-2000, 5)
+    x[:, 0] = torch.empty(200, dtype=dtype).uniform_(-3, 3)  # one term of order one per row
+    torch.testing.assert_close(logsumexp(x, dim=-1), torch.logsumexp(x, dim=-1))
+    y = exp_(x.clone())
+    assert bool((y > 0).all())  # clamped at the smallest normal, never 0 or denormal
+    assert bool((y >= torch.finfo(dtype).tiny).all())
+    big = x > -50
+    torch.testing.assert_close(y[big], torch.exp(x[big]))

@@ -31,6 +31,8 @@ import math
 import torch
 from torch import Tensor
 
+from torchgmm._math import exp_, logsumexp
+
 __all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES"]
 
 
@@ -110,8 +112,8 @@ class CovarianceType:
         chunks have been summed.
         """
         log_prob = self.log_prob(X, means, precisions_cholesky) + log_weights.unsqueeze(-2)
-        log_prob_norm = torch.logsumexp(log_prob, dim=-1)
-        resp = torch.exp(log_prob - log_prob_norm.unsqueeze(-1))
+        log_prob_norm = logsumexp(log_prob, dim=-1)
+        resp = exp_(log_prob - log_prob_norm.unsqueeze(-1))
         for total, part in zip(acc, (log_prob_norm.sum(-1), *self.statistics(X, resp, means)), strict=True):
             total.add_(part)
 
@@ -217,8 +219,8 @@ class _Full(CovarianceType):
         maha = torch.linalg.vector_norm(Y, dim=-1).square_().mT  # [R, n, K]
         log_det = self.log_det(precisions_cholesky, D).unsqueeze(-2)
         log_prob = (-0.5 * (D * LOG_2PI + maha) + log_det) + log_weights.unsqueeze(-2)
-        log_prob_norm = torch.logsumexp(log_prob, dim=-1)
-        sqrt_resp = torch.exp(0.5 * (log_prob - log_prob_norm.unsqueeze(-1))).mT  # [R, K, n]
+        log_prob_norm = logsumexp(log_prob, dim=-1)
+        sqrt_resp = exp_((log_prob - log_prob_norm.unsqueeze(-1)).mul_(0.5)).mT  # [R, K, n]
         acc[0].add_(log_prob_norm.sum(-1))
         acc[1].add_((sqrt_resp * sqrt_resp).sum(-1))
         Y.mul_(sqrt_resp.unsqueeze(-1))

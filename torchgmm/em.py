@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from torchgmm._math import logsumexp
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import InMemoryData
 
@@ -144,7 +145,7 @@ def estimate_log_prob_resp(X: Tensor, params: MixtureParameters, covariance: Cov
     """
     weighted = estimate_log_gaussian_prob(X, params.means, params.precisions_cholesky, covariance)
     weighted = weighted + torch.log(params.weights).unsqueeze(-2)
-    log_prob_norm = torch.logsumexp(weighted, dim=-1)
+    log_prob_norm = logsumexp(weighted, dim=-1)
     return log_prob_norm, weighted - log_prob_norm.unsqueeze(-1)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of torchgmm against its peers (run with ``python -m bench``)."""

@@ -1,0 +1,179 @@
+"""One adapter per library: build a fit of a given number of EM iterations from fixed start parameters.
+
+Each adapter returns ``make(iterations) -> callable`` so that the bench can
+time whole fits with ``iterations`` and with 0 iterations and take the
+difference: the per-iteration cost, free of set-up, initialisation and the
+final pass every library makes. A library that is not installed, or cannot
+run the case, raises :class:`Skip` with the reason printed in the table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+class Skip(Exception):
+    """The library cannot run this case; the message says why."""
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def torchgmm_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    from torchgmm import GaussianMixture
+
+    data = torch.as_tensor(X, device=case["device"])
+
+    def make(iterations):
+        gm = GaussianMixture(
+            case["n_components"],
+            covariance_type=case["covariance_type"],
+            n_init=case["n_init"],
+            tol=0.0,
+            max_iter=iterations,
+            device=case["device"],
+            **start,
+        )
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm.fit(data)
+            _sync(case["device"])
+
+        return run
+
+    return make
+
+
+def sklearn_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    if not case["device"].startswith("cpu"):
+        raise Skip("CPU only")
+    try:
+        from sklearn.mixture import GaussianMixture
+    except ImportError:
+        raise Skip("not installed") from None
+    start = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in start.items()}
+
+    def make(iterations):
+        # scikit-learn runs its restarts one after the other; random_from_data is the
+        # cheapest initialisation it always performs before the given start replaces it.
+        gm = GaussianMixture(
+            case["n_components"],
+            covariance_type=case["covariance_type"],
+            n_init=case["n_init"],
+            tol=0.0,
+            max_iter=iterations,
+            init_params="random_from_data",
+            random_state=0,
+            **start,
+        )
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm.fit(X)
+
+        return run
+
+    return make
+
+
+def pomegranate_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    try:
+        from pomegranate.distributions import Normal
+        from pomegranate.gmm import GeneralMixtureModel
+    except ImportError:
+        raise Skip("not installed") from None
+    if case["covariance_type"] not in ("full", "diag"):
+        raise Skip(f"no {case['covariance_type']} covariance")
+    device = case["device"]
+    data = torch.as_tensor(X, device=device)
+    weights = torch.as_tensor(start["weights_init"], dtype=data.dtype)
+    means = torch.as_tensor(start["means_init"], dtype=data.dtype)
+    precisions = torch.as_tensor(start["precisions_init"], dtype=torch.float64)
+    if case["covariance_type"] == "full":
+        covs = torch.linalg.inv(precisions).to(data.dtype)
+    else:
+        covs = (1.0 / precisions).to(data.dtype)
+
+    def make(iterations):
+        def run():
+            for _ in range(case["n_init"]):  # one model per restart: no batching
+                components = [
+                    Normal(means[k].clone(), covs[k].clone(), covariance_type=case["covariance_type"])
+                    for k in range(case["n_components"])
+                ]
+                model = GeneralMixtureModel(components, priors=weights.clone(), max_iter=iterations, tol=-np.inf)
+                if device.startswith("cuda"):
+                    model = model.cuda()
+                model.fit(data)
+            _sync(device)
+
+        return run
+
+    return make
+
+
+def gmmx_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    try:
+        import jax
+        from gmmx import EMFitter, GaussianMixtureModelJax
+    except ImportError:
+        raise Skip("not installed") from None
+    if case["covariance_type"] not in ("full", "diag"):
+        raise Skip(f"no {case['covariance_type']} covariance")
+    if case["device"].startswith("cuda") and jax.default_backend() != "gpu":
+        raise Skip("jax has no GPU backend here")
+    precisions = np.asarray(start["precisions_init"], dtype=np.float64)
+    if case["covariance_type"] == "full":
+        covs = np.linalg.inv(precisions)
+    else:
+        covs = 1.0 / precisions
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise Skip("jax runs float32 unless x64 is enabled")
+    x = jax.device_put(np.asarray(X, dtype=dtype))
+    gmm = GaussianMixtureModelJax.from_squeezed(
+        means=np.asarray(start["means_init"], dtype=dtype),
+        covariances=covs.astype(dtype),
+        weights=np.asarray(start["weights_init"], dtype=dtype),
+        covariance_type=case["covariance_type"],
+    )
+
+    def make(iterations):
+        fitter = EMFitter(tol=-1.0, max_iter=iterations)
+        fitter.fit(x=x, gmm=gmm)  # compile outside the timed runs
+
+        def run():
+            for _ in range(case["n_init"]):
+                # jax dispatches asynchronously: wait for the loop's outputs
+                result = fitter.fit(x=x, gmm=gmm)
+                jax.block_until_ready((result.log_likelihood, result.gmm.means))
+
+        return run
+
+    return make
+
+
+def pycave_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    try:
+        import pycave  # noqa: F401
+    except ImportError:
+        raise Skip("not installed (PyCave 3 needs torch<2 and pytorch-lightning 1.4)") from None
+    raise Skip("installed, but its Lightning trainer loop has no fixed-start API to time fairly")
+
+
+LIBRARIES = {
+    "torchgmm": torchgmm_fit,
+    "scikit-learn": sklearn_fit,
+    "pomegranate": pomegranate_fit,
+    "gmmx": gmmx_fit,
+    "pycave": pycave_fit,
+}

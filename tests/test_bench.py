@@ -1,0 +1,43 @@
+"""The benchmark entry point runs (tiny cases) and skips GPU configs cleanly without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip("yaml")
+
+
+def run_bench(*args):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_cpu_bench_prints_a_table_and_json(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "threads: 1\nrepeats: 2\nceiling_size: 256\nlibraries: [torchgmm, scikit-learn, nosuchpeer]\n"
+        "defaults: {device: cpu, dtype: float32, iterations: 3, n_init: 1, covariance_type: full}\n"
+        "cases:\n  - {name: t, n_samples: 2000, n_features: 4, n_components: 3}\n"
+        "  - {name: t-diag, n_samples: 2000, n_features: 4, n_components: 3, covariance_type: diag, n_init: 2}\n"
+    )
+    out = run_bench("--config", str(config), "--out", str(tmp_path / "rows.json"))
+    assert out.returncode == 0, out.stderr
+    assert "matmul ceiling" in out.stdout and "torchgmm x" in out.stdout
+    assert "skipped: unknown library" in out.stdout
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    timed = [r for r in rows if "seconds" in r]
+    assert {r["library"] for r in timed} == {"torchgmm", "scikit-learn"}
+    assert all(r["seconds"] > 0 and r["gflops"] > 0 for r in timed)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_config_says_skipped_without_cuda():
+    out = run_bench("--config", str(ROOT / "configs" / "bench-gpu.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "skipped: no CUDA device"

@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from torchgmm._math import exp_, logsumexp
+from torchgmm._math import normalise_
 
 __all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES"]
 
@@ -92,9 +92,12 @@ class CovarianceType:
 
     def log_prob(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
         """``log N(x | mu_k, Sigma_k)`` for rows ``X [N, D]``: ``[R, N, K]``."""
-        n_features = X.shape[-1]
         maha = self.mahalanobis(X, means, precisions_cholesky)
-        return -0.5 * (n_features * LOG_2PI + maha) + self.log_det(precisions_cholesky, n_features).unsqueeze(-2)
+        return self._log_density(maha, precisions_cholesky, X.shape[-1])
+
+    def _log_density(self, maha: Tensor, precisions_cholesky: Tensor, n_features: int) -> Tensor:
+        log_det = self.log_det(precisions_cholesky, n_features).unsqueeze(-2)
+        return -0.5 * (n_features * LOG_2PI + maha) + log_det
 
     def statistics(self, X: Tensor, resp: Tensor, centre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(nk [R, K], s1 [R, K, D], s2)`` of rows ``X [N, D]`` with ``resp [R, N, K]``, about ``centre``."""
@@ -102,18 +105,20 @@ class CovarianceType:
         s1 = resp.mT @ X - nk.unsqueeze(-1) * centre
         return nk, s1, self.scatter(X, resp, centre)
 
-    def accumulate(
-        self, X: Tensor, log_weights: Tensor, means: Tensor, precisions_cholesky: Tensor, acc: list[Tensor]
-    ) -> None:
+    def prepare(self, weights: Tensor, means: Tensor, precisions_cholesky: Tensor) -> dict[str, Tensor]:
+        """Per-iteration constants of :meth:`accumulate`, computed once per pass."""
+        return {"log_weights": torch.log(weights), "means": means, "precisions_cholesky": precisions_cholesky}
+
+    def accumulate(self, X: Tensor, prepared: dict[str, Tensor], acc: list[Tensor]) -> None:
         """E-step on one chunk, added in place into ``acc = [log p(x) sum [R], nk, s1, s2]``.
 
-        ``s1`` and ``s2`` are about ``means``, possibly in a type-specific
-        coordinate system that :meth:`finish_statistics` maps back once the
-        chunks have been summed.
+        ``prepared`` comes from :meth:`prepare`. ``s1`` and ``s2`` are about the
+        means, ``s2`` possibly in a type-specific coordinate system that
+        :meth:`finish_statistics` maps back once the chunks have been summed.
         """
-        log_prob = self.log_prob(X, means, precisions_cholesky) + log_weights.unsqueeze(-2)
-        log_prob_norm = logsumexp(log_prob, dim=-1)
-        resp = exp_(log_prob - log_prob_norm.unsqueeze(-1))
+        means = prepared["means"]
+        log_prob = self.log_prob(X, means, prepared["precisions_cholesky"])
+        log_prob_norm, resp = normalise_(log_prob.add_(prepared["log_weights"].unsqueeze(-2)))
         for total, part in zip(acc, (log_prob_norm.sum(-1), *self.statistics(X, resp, means)), strict=True):
             total.add_(part)
 
@@ -200,31 +205,30 @@ class _Full(CovarianceType):
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(torch.diagonal(precisions_cholesky, dim1=-2, dim2=-1)).sum(-1)
 
-    def _whitened(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
-        """``(x - mu_k) P_k`` for every restart and component, ``[R, K, N, D]``.
-
-        Batched products ``[N, D + 1] @ [D + 1, D]`` with the means folded in as
-        a bias row, so the residuals are written once, contiguous per component.
-        """
-        P = precisions_cholesky.expand(*means.shape, means.shape[-1])
-        bias = -(means.unsqueeze(-2) @ P)  # [R, K, 1, D]
-        ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
-        return torch.cat([X, ones], dim=1) @ torch.cat([P, bias], dim=-2)
-
-    def accumulate(self, X, log_weights, means, precisions_cholesky, acc):
-        # Statistics in whitened coordinates y = (x - mu) P: the E-step's residuals
-        # are reused, exactly centred on the current means, and well scaled.
+    def prepare(self, weights, means, precisions_cholesky):
         D = means.shape[-1]
-        Y = self._whitened(X, means, precisions_cholesky)
-        maha = torch.linalg.vector_norm(Y, dim=-1).square_().mT  # [R, n, K]
-        log_det = self.log_det(precisions_cholesky, D).unsqueeze(-2)
-        log_prob = (-0.5 * (D * LOG_2PI + maha) + log_det) + log_weights.unsqueeze(-2)
-        log_prob_norm = logsumexp(log_prob, dim=-1)
-        sqrt_resp = exp_((log_prob - log_prob_norm.unsqueeze(-1)).mul_(0.5)).mT  # [R, K, n]
+        P = precisions_cholesky.expand(*means.shape, D)
+        # [x, 1] @ [[P], [-mu P]] = (x - mu) P: the means folded in as a bias row
+        whiten = torch.cat([P, -(means.unsqueeze(-2) @ P)], dim=-2)  # [R, K, D + 1, D]
+        log_det = torch.log(torch.diagonal(P, dim1=-2, dim2=-1)).sum(-1)  # [R, K], also when tied
+        constant = (-0.5 * D * LOG_2PI + log_det + torch.log(weights)).unsqueeze(-2)  # [R, 1, K]
+        return {"whiten": whiten, "constant": constant, "means": means}
+
+    def accumulate(self, X, prepared, acc):
+        # One batched product writes the whitened residuals y = (x - mu) P, [R, K, n, D],
+        # contiguous per component. They give the densities and then, scaled by sqrt(r)
+        # in place, the scatter in whitened coordinates: exactly centred on the current
+        # means and well scaled, so float32 loses nothing to cancellation.
+        means = prepared["means"]
+        R, K, D = means.shape
+        Y = torch.nn.functional.pad(X, (0, 1), value=1.0) @ prepared["whiten"]
+        log_prob = torch.add(prepared["constant"], torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
+        log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
         acc[0].add_(log_prob_norm.sum(-1))
-        acc[1].add_((sqrt_resp * sqrt_resp).sum(-1))
-        Y.mul_(sqrt_resp.unsqueeze(-1))
-        acc[2].add_((sqrt_resp.unsqueeze(-2) @ Y).squeeze(-2))
+        nk = resp.sum(1)
+        acc[1].add_(nk)
+        acc[2].add_(resp.mT @ X).sub_(nk.unsqueeze(-1) * means)
+        Y.mul_(resp.sqrt_().mT.unsqueeze(-1))
         self._add_scatter(Y, acc[3])
 
     def _add_scatter(self, Y: Tensor, out: Tensor) -> None:
@@ -232,18 +236,17 @@ class _Full(CovarianceType):
         R, K, n, D = Y.shape
         torch.baddbmm(out.view(R * K, D, D), Y.view(R * K, n, D).mT, Y.view(R * K, n, D), out=out.view(R * K, D, D))
 
-    def finish_statistics(self, s1, s2, precisions_cholesky):
-        # x - mu = y P^-1, so s1 -> s1 P^-1 and s2 -> P^-T s2 P^-1.
-        P = precisions_cholesky.to(s2.dtype)
-        P_inv = torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True)
-        P_inv_k = P_inv.unsqueeze(1) if P_inv.dim() < s1.dim() + 1 else P_inv  # tied: one for all k
-        return (s1.unsqueeze(-2) @ P_inv_k).squeeze(-2), P_inv.mT @ s2 @ P_inv
-
     def scatter(self, X, resp, centre):
         # sqrt(r) (x - c) for every (restart, component): [R, K, N, D]; X^T diag(r) X
         # per component as one batched product, exactly centred.
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
         return W.mT @ W
+
+    def finish_statistics(self, s1, s2, precisions_cholesky):
+        # x - mu = y P^-1, so the whitened scatter maps back as P^-T s2 P^-1.
+        P = precisions_cholesky.to(s2.dtype)
+        P_inv = torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True)
+        return s1, P_inv.mT @ s2 @ P_inv
 
     def covariances(self, nk, shift, scatter, reg_covar):
         cov = scatter / nk[..., None, None] - shift.unsqueeze(-1) * shift.unsqueeze(-2)
@@ -296,8 +299,8 @@ class _Tied(_Full):
     def log_det(self, precisions_cholesky, n_features):
         return super().log_det(precisions_cholesky, n_features).unsqueeze(-1)
 
-    def _whitened(self, X, means, precisions_cholesky):
-        return super()._whitened(X, means, precisions_cholesky.unsqueeze(1))
+    def prepare(self, weights, means, precisions_cholesky):
+        return super().prepare(weights, means, precisions_cholesky.unsqueeze(1))
 
     def _add_scatter(self, Y, out):
         R, K, n, D = Y.shape

@@ -174,7 +174,7 @@ def e_step(
     """
     R, K, D = params.means.shape
     rows = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, D), data.device, rows)
-    log_weights = torch.log(params.weights)
+    prepared = covariance.prepare(params.weights, params.means, params.precisions_cholesky)
     # Chunks add into buffers of the compute dtype (the scatter through the
     # matrix product's own accumulation), flushed into float64 every
     # _FLUSH_ROWS rows, so long passes keep float64-like accuracy.
@@ -182,7 +182,7 @@ def e_step(
     partial = [t.clone() for t in zeros]
     total, pending = None, 0
     for start, x in data.chunks(rows):
-        covariance.accumulate(x, log_weights, params.means, params.precisions_cholesky, partial)
+        covariance.accumulate(x, prepared, partial)
         pending += x.shape[0]
         if pending >= _FLUSH_ROWS or start + x.shape[0] >= data.n_samples:
             total = _accumulate(total, *partial)

@@ -113,6 +113,7 @@ def test_get_params_lists_constructor_arguments():
         "verbose_interval",
         "device",
         "dtype",
+        "batch_size",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

@@ -11,15 +11,14 @@ from conftest import COVARIANCE_TYPES, make_blobs
 
 from torchgmm import GaussianMixture
 from torchgmm.covariance import get_covariance_type
-from torchgmm.data import InMemoryData
+from torchgmm.data import scanned
 from torchgmm.init import initialize
 from torchgmm.trainer import run_em
 
 
 def _data(seed=0, dtype=torch.float64):
     X, _ = make_blobs(120, 3, 4, 2.5, seed=seed)
-    data = InMemoryData(torch.as_tensor(X), dtype)
-    data.centre()
+    data = scanned(torch.as_tensor(X), dtype)
     return data
 
 
@@ -88,8 +87,7 @@ def test_estimator_keeps_best_restart():
     assert len(np.unique(gm.init_lower_bounds_.round(6))) > 1  # the restarts really differ
     np.testing.assert_allclose(gm.lower_bound_, gm.init_lower_bounds_.max())
     # the kept run is the best single restart, rerun on its own
-    data = InMemoryData(torch.as_tensor(X), torch.float64)
-    data.centre()
+    data = scanned(torch.as_tensor(X), torch.float64)
     covariance = get_covariance_type("full")
     singles = []
     generator = torch.Generator().manual_seed(0)

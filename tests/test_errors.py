@@ -18,7 +18,7 @@ import torch
 import torchgmm
 from torchgmm import ConvergenceWarning, FailedRestartWarning, GaussianMixture, NotFittedError
 from torchgmm.covariance import get_covariance_type
-from torchgmm.data import InMemoryData
+from torchgmm.data import scanned
 from torchgmm.init import initialize
 from torchgmm.trainer import run_em
 
@@ -497,8 +497,7 @@ def test_some_restarts_fail_at_trainer_level():
     rng = np.random.default_rng(0)
     X = torch.as_tensor(np.concatenate([rng.normal(-3, 1, (60, 2)), rng.normal(3, 1, (60, 2))]))
     covariance = get_covariance_type("full")
-    data = InMemoryData(X, torch.float64)
-    data.centre()
+    data = scanned(X, torch.float64)
     generator = torch.Generator().manual_seed(0)
     params, ok = initialize("kmeans", data, 2, 3, covariance, 1e-6, generator)
     assert ok.all()

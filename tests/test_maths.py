@@ -11,7 +11,7 @@ from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
 from torchgmm import GaussianMixture
 from torchgmm.covariance import get_covariance_type
-from torchgmm.data import InMemoryData
+from torchgmm.data import scanned
 from torchgmm.em import (
     MixtureParameters,
     Statistics,
@@ -111,8 +111,7 @@ def test_m_step_matches_sklearn_for_any_centre(covariance_type):
 def test_chunked_e_step_equals_one_chunk(covariance_type):
     rng = np.random.default_rng(3)
     covariance, params = _params(covariance_type, rng)
-    data = InMemoryData(torch.as_tensor(rng.normal(0, 3, (N, D))), torch.float64)
-    data.centre()
+    data = scanned(torch.as_tensor(rng.normal(0, 3, (N, D))), torch.float64)
     whole = e_step(data, params, covariance, rows=N)
     for rows in (1, 7, 59):
         chunked = e_step(data, params, covariance, rows=rows)

@@ -1,68 +1,371 @@
-"""Data sources served to the EM passes as chunks of rows on the device.
+"""Data sources served to the EM passes as chunks of rows on the compute device.
 
-Every pass over the data (E-step, initialisation, scoring) asks its source for
-chunks of at most ``rows`` rows, already on the compute device, in the compute
-dtype and centred on a fixed ``shift`` (the data mean), so that float32
-arithmetic on data with a large offset keeps its precision.
+Every pass over the data (validation, E-step, initialisation, scoring) asks
+its source for chunks of at most ``rows`` rows, moved to the compute device as
+they are used, cast to the compute dtype and centred on a fixed ``shift`` (the
+data mean, found by the first pass), so float32 arithmetic on data with a
+large offset keeps its precision. The whole data set is never copied to the
+device at once: only a tensor that already lives there is used in place.
+
+Sources (see :func:`make_source`): a tensor; a NumPy array or memmap (read
+chunk by chunk; a memmap by plain file reads, so the pages it reads do not
+stay in the process's resident memory); any array-like with ``__len__`` and
+slicing; a map-style ``torch.utils.data.Dataset`` (read through a
+``DataLoader``); a ``DataLoader``; or any iterable of ``[n, D]`` chunks that
+starts over each time it is iterated (a list of arrays, say).
+
+Under ``torch.distributed`` each rank's source is its shard; the row indices a
+source reports are global (shards in rank order), so anything drawn per row
+(seeding samples, random initial responsibilities) does not depend on how the
+rows are split between ranks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["InMemoryData"]
+from torchgmm import distributed
+
+__all__ = ["DataSource", "make_source", "uniform_hash"]
+
+_SCAN_ROWS = 1 << 16
 
 
-class InMemoryData:
-    """Rows of one tensor ``X [N, D]`` that lives on the compute device.
+class DataSource:
+    """Chunks of rows from some storage; subclasses implement :meth:`_read`.
 
-    Parameters
-    ----------
-    X : Tensor of shape (N, D)
-        The data, any numeric dtype, already on ``device``.
-    dtype : torch.dtype
-        The floating dtype computations run in; chunks are cast to it.
+    Attributes (set by :meth:`scan`)
+    --------------------------------
+    n_samples : int
+        Rows over all ranks.
+    local_samples, offset : int
+        Rows of this rank and the global index of its first row.
+    n_features : int
+    shift : Tensor of shape (D,), float64
+        The data mean the chunks are centred on.
     """
 
-    def __init__(self, X: Tensor, dtype: torch.dtype) -> None:
-        self.X = X
+    name = "X"
+
+    def __init__(self, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> None:
         self.dtype = dtype
-        # Subtract the shift in the wider of the input and compute dtypes, so that
-        # float64 data with a large offset keep their digits when computed in float32.
-        self._work_dtype = torch.promote_types(X.dtype, dtype) if X.is_floating_point() else dtype
-        self.shift = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+        self.device = device or torch.device("cpu")
+        self.n_features: int | None = None
+        self.n_samples = self.local_samples = self.offset = 0
+        self.shift: Tensor | None = None
+        self.described_as_chunks = False
+        self.gives_tensors = False  # outputs follow the input: tensors for tensor chunks
 
-    @property
-    def n_samples(self) -> int:
-        return self.X.shape[0]
+    # -- storage -----------------------------------------------------------------
+    def _read(self, rows: int) -> Iterator[Tensor]:
+        """Yield raw chunks ``[n, D]`` (any numeric dtype, any device), in order."""
+        raise NotImplementedError
 
-    @property
-    def n_features(self) -> int:
-        return self.X.shape[1]
+    # -- passes ------------------------------------------------------------------
+    def _on_device(self, rows: int) -> Iterator[Tensor]:
+        """Raw chunks of at most ``rows`` rows on the compute device.
 
-    @property
-    def device(self) -> torch.device:
-        return self.X.device
+        On CUDA, host chunks are pinned and copied on a side stream one chunk
+        ahead, so the copy of the next chunk overlaps the work on this one.
+        """
+        pieces = (piece for raw in self._read(rows) for piece in torch.split(raw, rows))
+        if self.device.type != "cuda":
+            yield from (p.to(self.device) for p in pieces)
+            return
+        stream = torch.cuda.Stream(self.device)
 
-    def centre(self) -> Tensor:
-        """Centre later chunks on the data mean (accumulated in float64); returns it in float64."""
-        total = torch.zeros(self.n_features, dtype=torch.float64, device=self.device)
-        for start in range(0, self.n_samples, 1 << 16):
-            total += self.X[start : start + (1 << 16)].to(torch.float64).sum(0)
-        self.shift = total / self.n_samples
-        return self.shift
+        def issue(piece: Tensor) -> Tensor:
+            if piece.device == self.device:
+                return piece
+            with torch.cuda.stream(stream):
+                return piece.pin_memory().to(self.device, non_blocking=True)
 
-    def _centred(self, rows: Tensor) -> Tensor:
-        return (rows.to(self._work_dtype) - self.shift.to(self._work_dtype)).to(self.dtype)
+        ahead = None
+        for piece in pieces:
+            current, ahead = ahead, issue(piece)
+            if current is not None:
+                yield self._ready(current, stream)
+        if ahead is not None:
+            yield self._ready(ahead, stream)
+
+    @staticmethod
+    def _ready(chunk: Tensor, stream: Any) -> Tensor:
+        main = torch.cuda.current_stream(chunk.device)
+        main.wait_stream(stream)
+        chunk.record_stream(main)
+        return chunk
+
+    def _centred(self, raw: Tensor) -> Tensor:
+        work = torch.promote_types(raw.dtype, self.dtype) if raw.is_floating_point() else self.dtype
+        return (raw.to(work) - self.shift.to(work)).to(self.dtype)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, Tensor]]:
-        """Yield ``(start, x)`` with ``x [n, D]`` the centred rows ``start:start + n``."""
-        for start in range(0, self.n_samples, rows):
-            yield start, self._centred(self.X[start : start + rows])
+        """Yield ``(start, x)``: ``x [n, D]`` the centred rows from global index ``start`` on."""
+        start = self.offset
+        seen = 0
+        for raw in self._on_device(rows):
+            yield start, self._centred(raw)
+            start += raw.shape[0]
+            seen += raw.shape[0]
+        if seen != self.local_samples:
+            raise ValueError(
+                f"{self.name} gave {self.local_samples} rows in its first pass but {seen} in a later one; "
+                "the data must be the same on every pass."
+            )
 
-    def take(self, indices: Tensor) -> Tensor:
-        """Centred rows at ``indices`` (any shape ``[...]``), as ``[..., D]``."""
-        return self._centred(self.X[indices.reshape(-1)]).reshape(*indices.shape, -1)
+    def peek(self) -> Tensor:
+        """The first raw chunk (to learn the input's dtype and device); raises if there is none."""
+        for raw in self._read(1):
+            return raw
+        raise ValueError(f"{self.name} is empty: it gave no rows.")
+
+    def scan(self, collective: bool = True, check_finite: bool = True) -> None:
+        """First pass: check every chunk, count rows, find the mean to centre on.
+
+        Raises ``ValueError`` naming the chunk and row of the first NaN or
+        infinity, a chunk of another width than the first, or an empty source.
+        With ``collective`` (fitting), counts and sums are over all ranks.
+        """
+        total = None
+        count = 0
+        for index, raw in enumerate(self._read(_SCAN_ROWS)):
+            if raw.dim() != 2:
+                raise ValueError(
+                    f"Chunk {index} of {self.name} has shape {tuple(raw.shape)}; chunks must be 2-D (rows, features)."
+                )
+            if self.n_features is None:
+                self.n_features = raw.shape[1]
+            elif raw.shape[1] != self.n_features:
+                raise ValueError(
+                    f"Chunk {index} of {self.name} has {raw.shape[1]} columns, "
+                    f"but earlier chunks have {self.n_features}."
+                )
+            if check_finite and raw.is_floating_point():
+                finite = torch.isfinite(raw)
+                if not bool(finite.all()):
+                    row, col = (~finite).nonzero()[0].tolist()
+                    where = (
+                        f"chunk {index}, row {row} of the chunk (row {count + row} of {self.name}), column {col}"
+                        if self.described_as_chunks
+                        else f"first at row {count + row}, column {col}"
+                    )
+                    raise ValueError(f"{self.name} contains NaN or infinity ({where}); remove or impute those values.")
+            part = raw.to(self.device, torch.float64).sum(0)
+            total = part if total is None else total + part
+            count += raw.shape[0]
+        if self.n_features is None and not (collective and distributed.is_distributed()):
+            raise ValueError(f"{self.name} is empty: it gave no rows.")
+        if collective:
+            distributed.check_same(n_features=self.n_features)
+        counts = torch.tensor([count], dtype=torch.float64, device=self.device)
+        if total is None:
+            total = torch.zeros(self.n_features, dtype=torch.float64, device=self.device)
+        shard_counts = [count]
+        if collective:
+            shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
+            distributed.all_reduce_(total)
+        self.local_samples = count
+        self.offset = sum(shard_counts[: distributed.rank()]) if collective else 0
+        self.n_samples = sum(shard_counts)
+        if self.n_samples == 0:
+            raise ValueError(f"{self.name} is empty: it gave no rows.")
+        self.shift = total / self.n_samples
+
+    def sample(self, size: int, seed: int) -> Tensor:
+        """A uniform sample of ``min(size, N)`` centred rows, the same on every rank.
+
+        Each row gets a key hashed from ``seed`` and its global index; the rows
+        with the smallest keys are kept. One pass over the data.
+        """
+        keys = torch.empty(0, dtype=torch.float64, device=self.device)
+        kept = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
+        for start, x in self.chunks(_SCAN_ROWS):
+            rows = torch.arange(start, start + x.shape[0], device=self.device)
+            keys, kept = _smallest(torch.cat([keys, uniform_hash(seed, rows)]), torch.cat([kept, x]), size)
+        if distributed.is_distributed():
+            padded_keys = torch.full((size,), 2.0, dtype=torch.float64, device=self.device)
+            padded_rows = torch.zeros(size, self.n_features, dtype=self.dtype, device=self.device)
+            padded_keys[: keys.shape[0]] = keys
+            padded_rows[: kept.shape[0]] = kept
+            keys = torch.cat(distributed.all_gather_tensors(padded_keys))
+            kept = torch.cat(distributed.all_gather_tensors(padded_rows))
+            keys, kept = _smallest(keys, kept, min(size, self.n_samples))
+        return kept
+
+
+def _smallest(keys: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    if keys.shape[0] <= size:
+        order = keys.argsort()
+    else:
+        order = keys.topk(size, largest=False).indices
+        order = order[keys[order].argsort()]
+    return keys[order], rows[order]
+
+
+_MASK32 = (1 << 32) - 1
+
+
+def _mix32(x: Tensor) -> Tensor:
+    # An integer hash (xorshift-multiply rounds) on values below 2**32, computed in
+    # int64 with multipliers below 2**31 so that no product overflows.
+    for multiplier in (0x7FEB352D, 0x2C1B3C6D, 0x297A2D39):
+        x = x ^ (x >> 16)
+        x = (x * multiplier) & _MASK32
+    return x ^ (x >> 16)
+
+
+def uniform_hash(seed: int, index: Tensor) -> Tensor:
+    """Uniform numbers in (0, 1), float64, a fixed function of ``seed`` and integer ``index``.
+
+    Used for anything drawn per row, so the draw of a row does not depend on
+    the chunking of the data or the number of ranks.
+    """
+    seed_lo, seed_hi = seed & _MASK32, (seed >> 32) & _MASK32
+    low = _mix32((index & _MASK32) ^ seed_lo)
+    high = _mix32(((index >> 32) & _MASK32) ^ seed_hi ^ low)
+    return (high.to(torch.float64) + 0.5) / 2.0**32
+
+
+class TensorSource(DataSource):
+    def __init__(self, X: Tensor, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> None:
+        super().__init__(dtype, device)
+        self.X = X
+        self.gives_tensors = True
+
+    def _read(self, rows):
+        yield from torch.split(self.X, rows)
+
+
+class ArraySource(DataSource):
+    """A NumPy array or any array-like with ``__len__`` and row slicing (h5py, zarr, ...)."""
+
+    def __init__(self, X: Any) -> None:
+        super().__init__()
+        self.X = X
+
+    def _read(self, rows):
+        for start in range(0, len(self.X), rows):
+            yield _as_chunk(self.X[start : start + rows])
+
+
+class MemmapSource(DataSource):
+    """A C-ordered ``np.memmap`` (or ``.npy`` file), read with ``pread``: no pages stay mapped."""
+
+    def __init__(self, X: np.memmap) -> None:
+        super().__init__()
+        self.filename, self.file_offset = X.filename, X.offset
+        self.shape, self.array_dtype = X.shape, X.dtype
+
+    def _read(self, rows):
+        n, d = self.shape
+        row_bytes = d * self.array_dtype.itemsize
+        fd = os.open(self.filename, os.O_RDONLY)
+        try:
+            for start in range(0, n, rows):
+                count = min(rows, n - start)
+                buffer = np.empty((count, d), dtype=self.array_dtype)
+                view = memoryview(buffer).cast("B")
+                done = 0
+                while done < count * row_bytes:
+                    got = os.preadv(fd, [view[done:]], self.file_offset + start * row_bytes + done)
+                    if got == 0:
+                        raise ValueError(f"{self.filename} ended before its {n} rows were read.")
+                    done += got
+                yield torch.from_numpy(buffer)
+        finally:
+            os.close(fd)
+
+
+class IterableSource(DataSource):
+    """An iterable of chunks that starts over on every ``iter()`` (or a ``DataLoader``)."""
+
+    def __init__(self, X: Iterable) -> None:
+        super().__init__()
+        self.X = X
+        self.described_as_chunks = True
+
+    def _read(self, rows):
+        for index, chunk in enumerate(self.X):
+            if isinstance(chunk, (tuple, list)) and chunk and not np.isscalar(chunk[0]):
+                chunk = chunk[0]  # (features, labels, ...) batches: take the features
+            if index == 0:
+                self.gives_tensors = isinstance(chunk, Tensor)
+            try:
+                yield _as_chunk(chunk)
+            except ValueError as exc:
+                raise ValueError(f"Chunk {index} of {self.name}: {exc}") from None
+
+
+def _as_chunk(chunk: Any) -> Tensor:
+    if isinstance(chunk, Tensor):
+        t = chunk.detach()
+    else:
+        arr = np.asarray(chunk)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"chunks must contain numbers, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise ValueError(f"chunks must contain real numbers, got dtype {t.dtype}")
+    if t.dim() == 1:
+        t = t.unsqueeze(0)  # a single row (a map-style Dataset read item by item)
+    return t
+
+
+def is_chunked(X: Any) -> bool:
+    """True for inputs read as a stream of chunks (not one in-memory array)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(X, (Tensor, np.ndarray)):
+        return isinstance(X, np.memmap)
+    if isinstance(X, (DataLoader, Dataset)):
+        return True
+    if isinstance(X, (list, tuple)):
+        return bool(X) and isinstance(X[0], (Tensor, np.ndarray)) and np.ndim(X[0]) == 2
+    return hasattr(X, "__iter__") and not hasattr(X, "__array__") and not hasattr(X, "__getitem__")
+
+
+def make_source(X: Any, batch_size: int | None = None) -> DataSource:
+    """The :class:`DataSource` for ``X`` (see the module docstring for what ``X`` may be).
+
+    Set its ``dtype`` and ``device`` before use.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is an iterator that can be read only once.
+    """
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    if isinstance(X, Tensor):
+        return TensorSource(X.detach())
+    if isinstance(X, np.memmap) and X.ndim == 2 and X.flags.c_contiguous and X.filename:
+        return MemmapSource(X)
+    if isinstance(X, np.ndarray):
+        return ArraySource(X)
+    if isinstance(X, Dataset) and not isinstance(X, IterableDataset):
+        X = DataLoader(X, batch_size=batch_size or 4096, shuffle=False)
+    if iter(X) is X:
+        raise ValueError(
+            "X is an iterator, which can be read only once, but EM reads the data once per iteration. "
+            "Pass a list of chunks, a Dataset or DataLoader, or an object whose __iter__ starts a new pass."
+        )
+    if (
+        not isinstance(X, (list, tuple, DataLoader, IterableDataset))
+        and hasattr(X, "__len__")
+        and hasattr(X, "__getitem__")
+    ):
+        return ArraySource(X)
+    return IterableSource(X)
+
+
+def scanned(X: Tensor, dtype: torch.dtype | None = None) -> TensorSource:
+    """A scanned source over an in-memory tensor, computing in ``dtype`` (default: X's)."""
+    source = TensorSource(X, dtype or X.dtype, X.device)
+    source.scan(collective=False)
+    return source

@@ -18,9 +18,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from torchgmm import distributed
 from torchgmm._math import logsumexp
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import InMemoryData
+from torchgmm.data import DataSource
 
 __all__ = [
     "MixtureParameters",
@@ -109,10 +110,14 @@ def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows
     ``elements_per_row`` is the size of the largest temporary per row (for a
     full covariance that is ``R * K * D``). The budget is 2**20 elements on
     CPU (4 MiB in float32: the temporaries stay in cache between the
-    product that writes them and the ones that read them) and 2**26 on CUDA.
+    product that writes them and the ones that read them) and on CUDA 2**26
+    or a sixteenth of the free device memory, whichever is smaller.
     """
     if rows is None:
-        budget = 1 << (26 if device.type == "cuda" else 20)
+        budget = 1 << 20
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = min(1 << 26, free // 64)  # a sixteenth of free memory, in float32 elements
         rows = max(16, budget // max(1, elements_per_row))
     return max(1, min(n_samples, rows))
 
@@ -166,7 +171,7 @@ def _accumulate(total: Statistics | None, *parts: Tensor) -> Statistics:
 
 
 def e_step(
-    data: InMemoryData, params: MixtureParameters, covariance: CovarianceType, rows: int | None = None
+    data: DataSource, params: MixtureParameters, covariance: CovarianceType, rows: int | None = None
 ) -> Statistics:
     """One pass over the data: log-likelihood and statistics about the current means.
 
@@ -180,14 +185,15 @@ def e_step(
     # _FLUSH_ROWS rows, so long passes keep float64-like accuracy.
     zeros = _zero_statistics(covariance, R, K, D, data.dtype, data.device)
     partial = [t.clone() for t in zeros]
-    total, pending = None, 0
-    for start, x in data.chunks(rows):
+    total, pending = _accumulate(None, *zeros), 0
+    for _, x in data.chunks(rows):
         covariance.accumulate(x, prepared, partial)
         pending += x.shape[0]
-        if pending >= _FLUSH_ROWS or start + x.shape[0] >= data.n_samples:
+        if pending >= _FLUSH_ROWS:
             total = _accumulate(total, *partial)
-            partial = [t.clone() for t in zeros] if start + x.shape[0] < data.n_samples else partial
-            pending = 0
+            partial, pending = [t.clone() for t in zeros], 0
+    total = _accumulate(total, *partial)
+    distributed.all_reduce_(*total)
     s1, s2 = covariance.finish_statistics(total.s1, total.s2, params.precisions_cholesky)
     return total._replace(s1=s1, s2=s2)
 
@@ -198,7 +204,7 @@ def _zero_statistics(covariance: CovarianceType, R: int, K: int, D: int, dtype, 
 
 
 def statistics_from_resp(
-    data: InMemoryData,
+    data: DataSource,
     resp_fn: Callable[[int, Tensor], Tensor],
     centre: Tensor,
     covariance: CovarianceType,
@@ -207,10 +213,11 @@ def statistics_from_resp(
     """Statistics of given responsibilities, ``resp_fn(start, x) -> [R, n, K]``, about ``centre``."""
     R, K, D = centre.shape
     rows = chunk_rows(data.n_samples, R * K * D, data.device, rows)
-    total = None
+    total = _accumulate(None, *_zero_statistics(covariance, R, K, D, data.dtype, data.device))
     for start, x in data.chunks(rows):
         stats = sufficient_statistics(x, resp_fn(start, x), centre, covariance)
         total = _accumulate(total, torch.zeros(R, dtype=x.dtype, device=x.device), *stats)
+    distributed.all_reduce_(*total)
     return total
 
 

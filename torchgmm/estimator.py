@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torchgmm import distributed
 from torchgmm._validation import (
     as_tensor,
     check_array,
@@ -21,7 +22,7 @@ from torchgmm._validation import (
     resolve_dtype,
 )
 from torchgmm.covariance import CovarianceType, get_covariance_type
-from torchgmm.data import InMemoryData
+from torchgmm.data import DataSource, TensorSource, is_chunked, make_source
 from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp
 from torchgmm.exceptions import ConvergenceWarning, FailedRestartWarning, NotFittedError
 from torchgmm.init import INIT_METHODS, initialize
@@ -79,6 +80,12 @@ class GaussianMixture:
         Where to compute; by default where the input lives (CPU for NumPy).
     dtype : {'float32', 'float64'} or torch dtype, default=None
         Compute dtype; by default the input's float dtype, float32 for other input.
+    batch_size : int, default=None
+        Rows per chunk in every pass over the data; device memory is
+        ``O(batch_size * K * R * D)`` for full covariances, independent of the
+        number of rows. None picks it from the shapes: temporaries of 2**20
+        elements on CPU (cache-sized), and on CUDA 2**26 elements or a
+        sixteenth of the free device memory, whichever is smaller.
 
     Attributes
     ----------
@@ -136,6 +143,7 @@ class GaussianMixture:
         verbose_interval: int = 10,
         device: Any = None,
         dtype: Any = None,
+        batch_size: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -153,6 +161,7 @@ class GaussianMixture:
         self.verbose_interval = verbose_interval
         self.device = device
         self.dtype = dtype
+        self.batch_size = batch_size
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -216,6 +225,8 @@ class GaussianMixture:
         check_scalar(self.warm_start, "warm_start", bool)
         check_scalar(self.verbose, "verbose", int, low=0)
         check_scalar(self.verbose_interval, "verbose_interval", int, low=1)
+        if self.batch_size is not None:
+            check_scalar(self.batch_size, "batch_size", int, low=1)
         if self.init_params not in INIT_METHODS:
             raise ValueError(
                 f"Invalid value for 'init_params': {self.init_params!r}. It must be one of {list(INIT_METHODS)}."
@@ -294,20 +305,25 @@ class GaussianMixture:
     def _fit(self, X: Any) -> Any:
         # Called straight from fit and fit_predict, so stacklevel=3 points warnings at the caller.
         covariance = self._check_parameters()
-        X_in = X
-        X = check_array(X)
-        n_samples, n_features = X.shape
+        data, like = self._source(X)
+        distributed.check_same(
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            n_init=self.n_init,
+            dtype=str(data.dtype),
+            batch_size=self.batch_size,
+        )
+        data.scan(check_finite=not isinstance(data, TensorSource))
+        n_samples, n_features = data.n_samples, data.n_features
         if n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n_samples}."
             )
         inits = self._check_initial_parameters(covariance, n_features)
-        device = resolve_device(self.device, X)
-        dtype = resolve_dtype(self.dtype, X)
+        device, dtype = data.device, data.dtype
         generator = make_generator(self.random_state, device)
-        data = InMemoryData(X.to(device), dtype)
-        shift = data.centre()
+        shift = data.shift
 
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:
@@ -331,6 +347,7 @@ class GaussianMixture:
             max_iter=self.max_iter,
             ok=ok,
             lower_bound=lower_bound,
+            rows=self.batch_size,
             verbose=self.verbose,
             verbose_interval=self.verbose_interval,
         )
@@ -355,7 +372,7 @@ class GaussianMixture:
             )
 
         kept = result.params.select(torch.tensor([best], device=device))
-        self._set_fitted(kept, covariance, shift, X_in)
+        self._set_fitted(kept, covariance, shift, like)
         self.converged_ = bool(result.converged[best])
         self.n_iter_ = int(result.n_iter[best])
         self.lower_bound_ = float(result.lower_bound[best])
@@ -364,18 +381,20 @@ class GaussianMixture:
         self.init_converged_ = np.asarray(result.converged, dtype=bool)
         self.n_features_in_ = n_features
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
-        labels = torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(X, device, dtype)])
-        return output_like(labels, X_in)
+        labels = torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(data)])
+        return output_like(labels, like)
 
     def _initial_parameters(
-        self, data: InMemoryData, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator
+        self, data: DataSource, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator
     ) -> tuple[MixtureParameters, Tensor | None]:
         R, K = self.n_init, self.n_components
         device, dtype = data.device, data.dtype
         if len(inits) == 3:
             params, ok = None, None
         else:
-            params, ok = initialize(self.init_params, data, K, R, covariance, self.reg_covar, generator)
+            params, ok = initialize(
+                self.init_params, data, K, R, covariance, self.reg_covar, generator, rows=self.batch_size
+            )
         weights = inits.get("weights_init")
         means = inits.get("means_init")
         precisions = inits.get("precisions_init")
@@ -425,59 +444,86 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ inference
 
-    def _log_prob_resp(self, X: Tensor, device: torch.device | None = None, dtype: torch.dtype | None = None):
-        """Yield ``(log_prob_norm [n], log_resp [n, K])`` per chunk of the validated ``X``."""
+    def _source(self, X: Any, n_features: int | None = None) -> tuple[DataSource, Any]:
+        """The data source for ``X`` and what outputs should look like (see :mod:`torchgmm.data`).
+
+        An in-memory array is checked whole here; a chunked source is checked
+        chunk by chunk by its first pass.
+        """
+        if is_chunked(X):
+            data = make_source(X, self.batch_size)
+            first = data.peek()
+            if n_features is not None and first.shape[-1] != n_features:
+                raise ValueError(
+                    f"X has {first.shape[-1]} features, but GaussianMixture is expecting "
+                    f"{n_features} features as input."
+                )
+            like = first if data.gives_tensors else np.empty(0)
+        else:
+            first = like = check_array(X, n_features=n_features)
+            data = TensorSource(first)
+            like = X
+        data.device = resolve_device(self.device, first)
+        data.dtype = resolve_dtype(self.dtype, first)
+        return data, like
+
+    def _log_prob_resp(self, data: DataSource):
+        """Yield ``(log_prob_norm [n], log_resp [n, K])`` per chunk of a scanned source."""
         covariance = get_covariance_type(self.covariance_type)
-        means = as_tensor(self.means_)
-        device = device or resolve_device(self.device, X)
-        dtype = dtype or resolve_dtype(self.dtype, means)
-        params, shift = self._fitted_parameters(device, dtype)
-        data = InMemoryData(X.to(device), dtype)
-        data.shift = shift
+        params, _ = self._fitted_parameters(data.device, data.dtype, data.shift)
         K, D = params.means.shape[1:]
-        rows = chunk_rows(data.n_samples, covariance.elements_per_row(1, K, D), device)
+        rows = chunk_rows(data.local_samples, covariance.elements_per_row(1, K, D), data.device, self.batch_size)
         for _, x in data.chunks(rows):
             log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
             yield log_prob_norm.squeeze(0), log_resp.squeeze(0)
 
-    def _checked(self, X: Any) -> Tensor:
+    def _checked(self, X: Any) -> tuple[DataSource, Any]:
+        """A scanned source for inference on this process's rows (no collectives)."""
         self._check_is_fitted()
-        return check_array(X, n_features=self.n_features_in_)
+        data, like = self._source(X, self.n_features_in_)
+        # the model's dtype unless one was asked for
+        data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
+        data.scan(collective=False, check_finite=not isinstance(data, TensorSource))
+        return data, like
 
     def predict(self, X: Any) -> Any:
         """Most likely component of each sample, shape ``(n_samples,)``, int64."""
-        t = self._checked(X)
-        return output_like(torch.cat([lr.argmax(-1) for _, lr in self._log_prob_resp(t)]), X)
+        data, like = self._checked(X)
+        return output_like(torch.cat([lr.argmax(-1) for _, lr in self._log_prob_resp(data)]), like)
 
     def predict_proba(self, X: Any) -> Any:
         """Responsibilities, shape ``(n_samples, n_components)``; rows sum to 1."""
-        t = self._checked(X)
-        return output_like(torch.cat([lr.exp() for _, lr in self._log_prob_resp(t)]), X)
+        data, like = self._checked(X)
+        return output_like(torch.cat([lr.exp() for _, lr in self._log_prob_resp(data)]), like)
 
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of each sample under the mixture, shape ``(n_samples,)``."""
-        t = self._checked(X)
-        return output_like(torch.cat([lp for lp, _ in self._log_prob_resp(t)]), X)
+        data, like = self._checked(X)
+        return output_like(torch.cat([lp for lp, _ in self._log_prob_resp(data)]), like)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``)."""
-        t = self._checked(X)
-        total = sum(lp.to(torch.float64).sum() for lp, _ in self._log_prob_resp(t))
-        return float(total) / t.shape[0]
+        total, n = self._total_log_likelihood(X)
+        return total / n
 
     def _n_parameters(self) -> int:
         K, D = self.n_components, self.n_features_in_
         return get_covariance_type(self.covariance_type).n_parameters(K, D) + K * D + K - 1
 
+    def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
+        data, _ = self._checked(X)
+        total = sum(lp.to(torch.float64).sum() for lp, _ in self._log_prob_resp(data))
+        return float(total), data.local_samples
+
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
-        n = as_tensor(X).shape[0]
-        return -2.0 * self.score(X) * n + self._n_parameters() * math.log(n)
+        total, n = self._total_log_likelihood(X)
+        return -2.0 * total + self._n_parameters() * math.log(n)
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        n = as_tensor(X).shape[0]
-        return -2.0 * self.score(X) * n + 2.0 * self._n_parameters()
+        total, _ = self._total_log_likelihood(X)
+        return -2.0 * total + 2.0 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[Any, Any]:
         """Draw samples from the fitted mixture.

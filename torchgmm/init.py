@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torchgmm import distributed
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import InMemoryData
+from torchgmm.data import DataSource, uniform_hash
 from torchgmm.em import MixtureParameters, Statistics, chunk_rows, m_step, statistics_from_resp
 
 __all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances"]
@@ -83,25 +84,25 @@ def kmeans_plusplus(X: Tensor, n_clusters: int, n_restarts: int, generator: torc
     return indices
 
 
-def _sample_indices(n: int, size: int, n_restarts: int, generator: torch.Generator, device) -> Tensor:
-    """``size`` distinct indices below ``n`` per restart, ``[R, size]``."""
-    return torch.stack([torch.randperm(n, generator=generator, device=device)[:size] for _ in range(n_restarts)])
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
 
 
-def _seed(data: InMemoryData, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeds ``[R, K, D]``, on a uniform sample of the rows when the data are large."""
+def _sample(data: DataSource, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+    """A uniform sample of the rows for seeding (all of them when the data are small)."""
     n_trials = 2 + int(math.log(n_clusters))
-    sample_size = max(_SEEDING_BUDGET // (n_restarts * n_trials), 32 * n_clusters)
-    if data.n_samples <= sample_size:
-        X = data.take(torch.arange(data.n_samples, device=data.device))
-    else:
-        perm = torch.randperm(data.n_samples, generator=generator, device=data.device)[:sample_size]
-        X = data.take(perm)
+    size = max(_SEEDING_BUDGET // (n_restarts * n_trials), 32 * n_clusters)
+    return data.sample(size, _draw_seed(generator))
+
+
+def _seed(data: DataSource, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeds ``[R, K, D]``, on a uniform sample of the rows when the data are large."""
+    X = _sample(data, n_clusters, n_restarts, generator)
     return X[kmeans_plusplus(X, n_clusters, n_restarts, generator)]
 
 
 def kmeans(
-    data: InMemoryData, centres: Tensor, max_iter: int = 100, tol: float = 1e-4, rows: int | None = None
+    data: DataSource, centres: Tensor, max_iter: int = 100, tol: float = 1e-4, rows: int | None = None
 ) -> Tensor:
     """Batched Lloyd iterations from ``centres [R, K, D]``; returns the final centres.
 
@@ -114,6 +115,7 @@ def kmeans(
     variance = torch.zeros(D, dtype=torch.float64, device=data.device)
     for _, x in data.chunks(rows):
         variance += (x.to(torch.float64) ** 2).sum(0)
+    distributed.all_reduce_(variance)
     # data are centred on their mean, so this is the mean variance
     tol_abs = float(variance.mean()) / data.n_samples * tol
     for _ in range(max_iter):
@@ -123,6 +125,7 @@ def kmeans(
             onehot = F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype)
             sums += (onehot.mT @ x).to(torch.float64)
             counts += onehot.sum(1).to(torch.float64)
+        distributed.all_reduce_(sums, counts)
         new = (sums / counts.clamp_min(1).unsqueeze(-1)).to(centres.dtype)
         empty = counts == 0
         if bool(empty.any()):
@@ -134,47 +137,68 @@ def kmeans(
     return centres
 
 
-def _relocate_empty(data: InMemoryData, centres: Tensor, empty: Tensor, rows: int) -> Tensor:
+def _relocate_empty(data: DataSource, centres: Tensor, empty: Tensor, rows: int) -> Tensor:
     """Move each empty cluster onto one of the rows farthest from their closest centre."""
     R, K, D = centres.shape
-    best_dist = torch.full((R, 0), -1.0, dtype=centres.dtype, device=centres.device)
-    best_rows = torch.empty(R, 0, D, dtype=centres.dtype, device=centres.device)
+    # -1 marks "no row": a shard with fewer than K rows pads its candidates
+    best_dist = torch.full((R, K), -1.0, dtype=centres.dtype, device=centres.device)
+    best_rows = torch.zeros(R, K, D, dtype=centres.dtype, device=centres.device)
+
+    def keep_farthest(dist: Tensor, rows_: Tensor) -> tuple[Tensor, Tensor]:
+        keep = dist.topk(K, dim=-1).indices
+        return dist.gather(1, keep), rows_.gather(1, keep.unsqueeze(-1).expand(-1, -1, D))
+
     for _, x in data.chunks(rows):
         dist = squared_distances(x, centres).min(-1).values  # [R, n]
         top = dist.topk(min(K, dist.shape[1]), dim=-1)
-        best_dist = torch.cat([best_dist, top.values], 1)
-        best_rows = torch.cat([best_rows, x[top.indices]], 1)
-        keep = best_dist.topk(min(K, best_dist.shape[1]), dim=-1).indices
-        best_dist = best_dist.gather(1, keep)
-        best_rows = best_rows.gather(1, keep.unsqueeze(-1).expand(-1, -1, D))
+        best_dist, best_rows = keep_farthest(
+            torch.cat([best_dist, top.values], 1), torch.cat([best_rows, x[top.indices]], 1)
+        )
+    if distributed.is_distributed():
+        best_dist, best_rows = keep_farthest(
+            torch.cat(distributed.all_gather_tensors(best_dist), 1),
+            torch.cat(distributed.all_gather_tensors(best_rows), 1),
+        )
     # the j-th empty cluster of a restart takes its j-th farthest row
-    rank = (empty.cumsum(-1) - 1).clamp(0, best_rows.shape[1] - 1)
+    rank = (empty.cumsum(-1) - 1).clamp(0, K - 1)
     far = best_rows.gather(1, rank.unsqueeze(-1).expand(-1, -1, D))
     return torch.where(empty.unsqueeze(-1), far, centres)
 
 
 def initial_responsibilities(
-    method: str, data: InMemoryData, n_components: int, n_restarts: int, generator: torch.Generator
+    method: str,
+    data: DataSource,
+    n_components: int,
+    n_restarts: int,
+    generator: torch.Generator,
+    rows: int | None = None,
 ) -> tuple[Callable[[int, Tensor], Tensor] | None, Tensor]:
     """Initial responsibilities of ``method`` and the centre for their statistics.
 
     Returns ``(resp_fn, centre)``; ``resp_fn`` is None when every component is
     a single row (``k-means++`` and ``random_from_data``), whose statistics
-    about that row are known without a pass over the data.
+    about that row are known without a pass over the data. Everything drawn
+    per row is a function of the seed and the row's global index, so the
+    result does not depend on chunk sizes or the number of ranks.
     """
     R, K, D = n_restarts, n_components, data.n_features
     device, dtype = data.device, data.dtype
     if method == "kmeans":
-        centres = kmeans(data, _seed(data, K, R, generator))
+        centres = kmeans(data, _seed(data, K, R, generator), rows=rows)
         return lambda start, x: F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype), centres
     if method == "k-means++":
         return None, _seed(data, K, R, generator)
     if method == "random_from_data":
-        return None, data.take(_sample_indices(data.n_samples, K, R, generator, device))
+        X = _sample(data, K, R, generator)
+        picks = torch.stack([torch.randperm(X.shape[0], generator=generator, device=device)[:K] for _ in range(R)])
+        return None, X[picks]
     if method == "random":
+        seed = _draw_seed(generator)
+        cells = torch.arange(R * K, device=device).view(R, 1, K)
 
         def random_resp(start: int, x: Tensor) -> Tensor:
-            resp = torch.rand(R, x.shape[0], K, generator=generator, device=device, dtype=dtype)
+            rows = torch.arange(start, start + x.shape[0], device=device).view(1, -1, 1)
+            resp = uniform_hash(seed, rows * (R * K) + cells).to(dtype)
             return resp / resp.sum(-1, keepdim=True)
 
         # random responsibilities put every mean near the data mean, the origin here
@@ -184,15 +208,16 @@ def initial_responsibilities(
 
 def initialize(
     method: str,
-    data: InMemoryData,
+    data: DataSource,
     n_components: int,
     n_restarts: int,
     covariance: CovarianceType,
     reg_covar: float,
     generator: torch.Generator,
+    rows: int | None = None,
 ) -> tuple[MixtureParameters, Tensor]:
     """Initial parameters of ``R`` restarts; returns ``(params, ok [R])`` as :func:`m_step`."""
-    resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator)
+    resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator, rows)
     if resp_fn is None:
         # One row per component: nk = 1 and zero scatter about that row.
         R, K, D = centre.shape
@@ -208,5 +233,5 @@ def initialize(
             zeros_s2.to(torch.float64),
         )
     else:
-        stats = statistics_from_resp(data, resp_fn, centre, covariance)
+        stats = statistics_from_resp(data, resp_fn, centre, covariance, rows)
     return m_step(stats, centre, covariance, reg_covar, data.dtype)

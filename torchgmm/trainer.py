@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import InMemoryData
+from torchgmm.data import DataSource
 from torchgmm.em import MixtureParameters, e_step, m_step
 
 __all__ = ["EMResult", "run_em"]
@@ -59,7 +59,7 @@ class EMResult:
 
 
 def run_em(
-    data: InMemoryData,
+    data: DataSource,
     params: MixtureParameters,
     covariance: CovarianceType,
     *,
@@ -76,8 +76,8 @@ def run_em(
 
     Parameters
     ----------
-    data : InMemoryData
-        Centred data source (see :class:`~torchgmm.data.InMemoryData`).
+    data : DataSource
+        Centred data source (see :class:`~torchgmm.data.DataSource`).
     params : MixtureParameters
         Initial parameters of ``R`` restarts, in the data's coordinates and dtype.
     covariance : CovarianceType

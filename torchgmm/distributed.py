@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["is_distributed", "world_size", "rank", "all_reduce_", "all_gather_tensors", "check_same"]
+__all__ = ["is_distributed", "world_size", "rank", "all_reduce_", "all_gather_tensors", "check_same", "broadcast_int"]
 
 
 def is_distributed() -> bool:
@@ -74,3 +74,12 @@ def check_same(**values: Any) -> None:
         if any(v != seen[0] for v in seen):
             per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(seen))
             raise ValueError(f"Distributed fit: ranks disagree on {name} ({per_rank}); every rank must use the same.")
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (so that random draws agree)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])

@@ -323,6 +323,8 @@ class GaussianMixture:
         inits = self._check_initial_parameters(covariance, n_features)
         device, dtype = data.device, data.dtype
         generator = make_generator(self.random_state, device)
+        if distributed.is_distributed():  # every rank draws what rank 0 draws
+            generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
         shift = data.shift
 
         warm = self.warm_start and hasattr(self, "converged_")

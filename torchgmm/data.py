@@ -185,9 +185,14 @@ class DataSource:
         """
         keys = torch.empty(0, dtype=torch.float64, device=self.device)
         kept = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
+        threshold = 2.0  # keys are below 1; once `size` rows are kept, only smaller keys can enter
         for start, x in self.chunks(_SCAN_ROWS):
-            rows = torch.arange(start, start + x.shape[0], device=self.device)
-            keys, kept = _smallest(torch.cat([keys, uniform_hash(seed, rows)]), torch.cat([kept, x]), size)
+            chunk_keys = uniform_hash(seed, torch.arange(start, start + x.shape[0], device=self.device))
+            enter = chunk_keys < threshold
+            keys, kept = torch.cat([keys, chunk_keys[enter]]), torch.cat([kept, x[enter]])
+            if keys.shape[0] > size:
+                keys, kept = _smallest(keys, kept, size)
+                threshold = float(keys[-1])
         if distributed.is_distributed():
             padded_keys = torch.full((size,), 2.0, dtype=torch.float64, device=self.device)
             padded_rows = torch.zeros(size, self.n_features, dtype=self.dtype, device=self.device)

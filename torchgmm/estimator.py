@@ -289,7 +289,7 @@ class GaussianMixture:
         -------
         self
         """
-        self._fit(X)
+        self._fit(X, labels=False)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -300,9 +300,9 @@ class GaussianMixture:
         ValueError
             For invalid parameters or data, or if every restart failed to factorise a covariance.
         """
-        return self._fit(X)
+        return self._fit(X, labels=True)
 
-    def _fit(self, X: Any) -> Any:
+    def _fit(self, X: Any, labels: bool) -> Any:
         # Called straight from fit and fit_predict, so stacklevel=3 points warnings at the caller.
         covariance = self._check_parameters()
         data, like = self._source(X)
@@ -382,9 +382,10 @@ class GaussianMixture:
         self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
         self.init_converged_ = np.asarray(result.converged, dtype=bool)
         self.n_features_in_ = n_features
+        if not labels:
+            return None
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
-        labels = torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(data)])
-        return output_like(labels, like)
+        return output_like(torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(data)]), like)
 
     def _initial_parameters(
         self, data: DataSource, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator

@@ -36,6 +36,7 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 # k-means++ seeding looks at a uniform sample of at most this many
 # (row x restart x trial) distances per step; see kmeans_plusplus.
 _SEEDING_BUDGET = 1 << 23
+_SEEDING_ROWS = 1 << 17
 
 
 def squared_distances(X: Tensor, centres: Tensor) -> Tensor:
@@ -91,7 +92,7 @@ def _draw_seed(generator: torch.Generator) -> int:
 def _sample(data: DataSource, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
     """A uniform sample of the rows for seeding (all of them when the data are small)."""
     n_trials = 2 + int(math.log(n_clusters))
-    size = max(_SEEDING_BUDGET // (n_restarts * n_trials), 32 * n_clusters)
+    size = max(min(_SEEDING_BUDGET // (n_restarts * n_trials), _SEEDING_ROWS), 32 * n_clusters)
     return data.sample(size, _draw_seed(generator))
 
 

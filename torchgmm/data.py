@@ -193,6 +193,7 @@ class DataSource:
             if keys.shape[0] > size:
                 keys, kept = _smallest(keys, kept, size)
                 threshold = float(keys[-1])
+        keys, kept = _smallest(keys, kept, size)  # in key order, however the rows were split
         if distributed.is_distributed():
             padded_keys = torch.full((size,), 2.0, dtype=torch.float64, device=self.device)
             padded_rows = torch.zeros(size, self.n_features, dtype=self.dtype, device=self.device)

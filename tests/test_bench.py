@@ -41,3 +41,16 @@ def test_gpu_config_says_skipped_without_cuda():
     out = run_bench("--config", str(ROOT / "configs" / "bench-gpu.yaml"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "skipped: no CUDA device"
+
+
+def test_memory_bench_runs_on_a_small_memmap(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--gib", "0.004", "--iterations", "2", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "peak resident memory" in out.stdout and "% of the data" in out.stdout
+    assert not list(tmp_path.glob("*.npy"))  # the data file is removed

@@ -81,6 +81,8 @@ def as_tensor(X: Any, name: str = "X") -> Tensor:
 def check_array(X: Any, *, n_features: int | None = None, name: str = "X") -> Tensor:
     """``X`` as a finite 2-D tensor ``[N, D]`` with at least one row (and ``n_features`` columns)."""
     t = as_tensor(X, name)
+    if t.numel() == 0 and t.dim() < 2:
+        raise ValueError(f"{name} is empty: it gave no rows.")
     if t.dim() != 2:
         hint = (
             " Reshape a single feature with X.reshape(-1, 1), a single sample with X.reshape(1, -1)."

@@ -22,6 +22,7 @@ rows are split between ranks.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -260,12 +261,27 @@ class ArraySource(DataSource):
             yield _as_chunk(self.X[start : start + rows])
 
 
+def _file_position(X: np.memmap) -> int | None:
+    """Where in its file the first byte of ``X`` lies, or None if ``X`` must be read through its mapping.
+
+    A row slice of a memmap keeps its parent's ``offset``, so the position
+    comes from the data pointer; a copy-on-write memmap (mode ``'c'``) may hold
+    changes that are not in the file.
+    """
+    mapping = getattr(X, "_mmap", None)
+    if mapping is None or not X.filename or X.mode == "c" or not X.flags.c_contiguous:
+        return None
+    base = np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+    mapped_from = X.offset - X.offset % mmap.ALLOCATIONGRANULARITY
+    return mapped_from + (X.ctypes.data - base)
+
+
 class MemmapSource(DataSource):
     """A C-ordered ``np.memmap`` (or ``.npy`` file), read with ``pread``: no pages stay mapped."""
 
     def __init__(self, X: np.memmap) -> None:
         super().__init__()
-        self.filename, self.file_offset = X.filename, X.offset
+        self.filename, self.file_offset = X.filename, _file_position(X)
         self.shape, self.array_dtype = X.shape, X.dtype
 
     def _read(self, rows):
@@ -333,7 +349,10 @@ def is_chunked(X: Any) -> bool:
         return True
     if isinstance(X, (list, tuple)):
         return bool(X) and isinstance(X[0], (Tensor, np.ndarray)) and np.ndim(X[0]) == 2
-    return hasattr(X, "__iter__") and not hasattr(X, "__array__") and not hasattr(X, "__getitem__")
+    if isinstance(X, (str, bytes)) or type(X).__module__.startswith("scipy.sparse"):
+        return False  # (sparse input is refused by the array checks, with advice)
+    # array-likes read by row slices (h5py, zarr, data frames, ...), or iterables of chunks
+    return (hasattr(X, "__len__") and hasattr(X, "__getitem__")) or hasattr(X, "__iter__")
 
 
 def make_source(X: Any, batch_size: int | None = None) -> DataSource:
@@ -350,7 +369,7 @@ def make_source(X: Any, batch_size: int | None = None) -> DataSource:
 
     if isinstance(X, Tensor):
         return TensorSource(X.detach())
-    if isinstance(X, np.memmap) and X.ndim == 2 and X.flags.c_contiguous and X.filename:
+    if isinstance(X, np.memmap) and X.ndim == 2 and _file_position(X) is not None:
         return MemmapSource(X)
     if isinstance(X, np.ndarray):
         return ArraySource(X)

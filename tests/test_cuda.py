@@ -38,3 +38,27 @@ def test_cuda_tensor_in_tensor_out_on_device():
     assert isinstance(gm.predict(X.astype(np.float32)), np.ndarray)
     Xs, ys = gm.sample(100)
     assert Xs.device.type == "cuda" and ys.shape == (100,)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "chunks", "memmap"])
+def test_host_sources_streamed_to_cuda_match_cpu(kind, tmp_path):
+    """Host data copied chunk by chunk (pinned memory, side stream) gives the CPU fit."""
+    X, _ = make_blobs(400, 3, 3, 3.0, seed=2)
+    cpu = GaussianMixture(3, random_state=0, tol=1e-8).fit(X)
+    init = dict(weights_init=cpu.weights_, means_init=cpu.means_, precisions_init=cpu.precisions_)
+    if kind == "numpy":
+        source = X
+    elif kind == "chunks":
+        source = [X[i : i + 101] for i in range(0, len(X), 101)]
+    else:
+        np.save(tmp_path / "X.npy", X)
+        source = np.load(tmp_path / "X.npy", mmap_mode="r")
+    a = GaussianMixture(3, max_iter=10, tol=0, batch_size=37, **init)
+    b = GaussianMixture(3, max_iter=10, tol=0, batch_size=37, device="cuda", **init)
+    with pytest.warns(UserWarning):
+        a.fit(source)
+    with pytest.warns(UserWarning):
+        b.fit(source)
+    np.testing.assert_allclose(np.asarray(b.means_), np.asarray(a.means_), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(b.covariances_), np.asarray(a.covariances_), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(b.predict(source)), np.asarray(a.predict(source)))

@@ -58,8 +58,9 @@ def _cholesky_precision(covariances: Tensor) -> tuple[Tensor, Tensor]:
     return precisions_cholesky, ok
 
 
-def _squared_norm_rows(X: Tensor) -> Tensor:
-    return (X * X).sum(-1)
+def _pad_ones(X: Tensor) -> Tensor:
+    """``[X, 1]``: rows with a trailing one, to fold a bias into a matrix product."""
+    return torch.nn.functional.pad(X, (0, 1), value=1.0)
 
 
 class CovarianceType:
@@ -191,12 +192,13 @@ class _Full(CovarianceType):
         return n_components * n_features * (n_features + 1) // 2
 
     def mahalanobis(self, X, means, precisions_cholesky):
-        R, K, D = means.shape
-        # One matrix product for every restart and component: [N, D] @ [D, R*K*D].
-        P = precisions_cholesky
-        Y = X @ P.permute(2, 0, 1, 3).reshape(D, R * K * D)
-        Y = Y.view(-1, R, K, D) - (means.unsqueeze(-2) @ P).squeeze(-2)
-        return _squared_norm_rows(Y).permute(1, 0, 2)
+        Y = _pad_ones(X) @ self._whitening(means, precisions_cholesky)
+        return torch.linalg.vector_norm(Y, dim=-1).square_().mT
+
+    def _whitening(self, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
+        """``[[P], [-mu P]]``, ``[R, K, D + 1, D]``: ``[x, 1]`` times it is ``(x - mu) P``."""
+        P = precisions_cholesky.expand(*means.shape, means.shape[-1])
+        return torch.cat([P, -(means.unsqueeze(-2) @ P)], dim=-2)
 
     def elements_per_row(self, n_restarts, n_components, n_features):
         # whitened residuals and weighted centred rows, [R, K, n, D] each
@@ -207,10 +209,8 @@ class _Full(CovarianceType):
 
     def prepare(self, weights, means, precisions_cholesky):
         D = means.shape[-1]
-        P = precisions_cholesky.expand(*means.shape, D)
-        # [x, 1] @ [[P], [-mu P]] = (x - mu) P: the means folded in as a bias row
-        whiten = torch.cat([P, -(means.unsqueeze(-2) @ P)], dim=-2)  # [R, K, D + 1, D]
-        log_det = torch.log(torch.diagonal(P, dim1=-2, dim2=-1)).sum(-1)  # [R, K], also when tied
+        whiten = self._whitening(means, precisions_cholesky)  # the means folded in as a bias row
+        log_det = torch.log(torch.diagonal(whiten[..., :D, :], dim1=-2, dim2=-1)).sum(-1)  # [R, K], also tied
         constant = (-0.5 * D * LOG_2PI + log_det + torch.log(weights)).unsqueeze(-2)  # [R, 1, K]
         return {"whiten": whiten, "constant": constant, "means": means}
 
@@ -221,7 +221,7 @@ class _Full(CovarianceType):
         # means and well scaled, so float32 loses nothing to cancellation.
         means = prepared["means"]
         R, K, D = means.shape
-        Y = torch.nn.functional.pad(X, (0, 1), value=1.0) @ prepared["whiten"]
+        Y = _pad_ones(X) @ prepared["whiten"]
         log_prob = torch.add(prepared["constant"], torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
         log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
         acc[0].add_(log_prob_norm.sum(-1))
@@ -289,18 +289,11 @@ class _Tied(_Full):
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
 
-    def mahalanobis(self, X, means, precisions_cholesky):
-        # One product per restart for the data, then the difference of whitened
-        # rows and whitened means, [R, N, K, D] (no expansion, no cancellation).
-        XP = X @ precisions_cholesky
-        MP = means @ precisions_cholesky
-        return _squared_norm_rows(XP.unsqueeze(-2) - MP.unsqueeze(-3))
+    def _whitening(self, means, precisions_cholesky):
+        return super()._whitening(means, precisions_cholesky.unsqueeze(1))
 
     def log_det(self, precisions_cholesky, n_features):
         return super().log_det(precisions_cholesky, n_features).unsqueeze(-1)
-
-    def prepare(self, weights, means, precisions_cholesky):
-        return super().prepare(weights, means, precisions_cholesky.unsqueeze(1))
 
     def _add_scatter(self, Y, out):
         R, K, n, D = Y.shape

@@ -25,6 +25,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _start_covariances(start: dict, case: dict) -> np.ndarray:
+    """The start's covariances (float64) for peers that take covariances, not precisions."""
+    precisions = np.asarray(start["precisions_init"], dtype=np.float64)
+    return np.linalg.inv(precisions) if case["covariance_type"] == "full" else 1.0 / precisions
+
+
 def torchgmm_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
     from torchgmm import GaussianMixture
 
@@ -97,11 +103,7 @@ def pomegranate_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
     data = torch.as_tensor(X, device=device)
     weights = torch.as_tensor(start["weights_init"], dtype=data.dtype)
     means = torch.as_tensor(start["means_init"], dtype=data.dtype)
-    precisions = torch.as_tensor(start["precisions_init"], dtype=torch.float64)
-    if case["covariance_type"] == "full":
-        covs = torch.linalg.inv(precisions).to(data.dtype)
-    else:
-        covs = (1.0 / precisions).to(data.dtype)
+    covs = torch.as_tensor(_start_covariances(start, case)).to(data.dtype)
 
     def make(iterations):
         def run():
@@ -131,11 +133,7 @@ def gmmx_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
         raise Skip(f"no {case['covariance_type']} covariance")
     if case["device"].startswith("cuda") and jax.default_backend() != "gpu":
         raise Skip("jax has no GPU backend here")
-    precisions = np.asarray(start["precisions_init"], dtype=np.float64)
-    if case["covariance_type"] == "full":
-        covs = np.linalg.inv(precisions)
-    else:
-        covs = 1.0 / precisions
+    covs = _start_covariances(start, case)
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     if dtype == np.float64 and not jax.config.jax_enable_x64:
         raise Skip("jax runs float32 unless x64 is enabled")

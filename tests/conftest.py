@@ -8,6 +8,22 @@ import torch
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
+# Every attribute fit sets: a failed fit must leave none of them behind.
+FITTED_ATTRIBUTES = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+    "converged_",
+    "n_iter_",
+    "lower_bound_",
+    "lower_bounds_",
+    "init_lower_bounds_",
+    "init_converged_",
+    "n_features_in_",
+)
+
 
 def make_blobs(n_per: int = 150, n_features: int = 3, n_components: int = 3, spread: float = 6.0, seed: int = 0):
     """Gaussian blobs with random covariances; returns ``(X, labels)`` in float64."""

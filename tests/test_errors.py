@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import FITTED_ATTRIBUTES
 
 import torchgmm
 from torchgmm import ConvergenceWarning, FailedRestartWarning, GaussianMixture, NotFittedError
@@ -23,21 +24,6 @@ from torchgmm.init import initialize
 from torchgmm.trainer import run_em
 
 K, D = 2, 3
-
-FITTED_ATTRIBUTES = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-    "converged_",
-    "n_iter_",
-    "lower_bound_",
-    "lower_bounds_",
-    "init_lower_bounds_",
-    "init_converged_",
-    "n_features_in_",
-)
 
 
 @pytest.fixture

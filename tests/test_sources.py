@@ -21,7 +21,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, FITTED_ATTRIBUTES, make_blobs
 from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -311,21 +311,6 @@ def test_float32_streaming_with_large_offset(covariance_type):
 
 
 # ------------------------------------------------------------------------------------- 5. bad chunked input
-
-FITTED_ATTRIBUTES = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-    "converged_",
-    "n_iter_",
-    "lower_bound_",
-    "lower_bounds_",
-    "init_lower_bounds_",
-    "init_converged_",
-    "n_features_in_",
-)
 
 
 def _assert_unfitted(gm):

@@ -25,6 +25,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _require_full_or_diag(case: dict) -> None:
+    if case["covariance_type"] not in ("full", "diag"):
+        raise Skip(f"no {case['covariance_type']} covariance")
+
+
 def _start_covariances(start: dict, case: dict) -> np.ndarray:
     """The start's covariances (float64) for peers that take covariances, not precisions."""
     precisions = np.asarray(start["precisions_init"], dtype=np.float64)
@@ -97,8 +102,7 @@ def pomegranate_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
         from pomegranate.gmm import GeneralMixtureModel
     except ImportError:
         raise Skip("not installed") from None
-    if case["covariance_type"] not in ("full", "diag"):
-        raise Skip(f"no {case['covariance_type']} covariance")
+    _require_full_or_diag(case)
     device = case["device"]
     data = torch.as_tensor(X, device=device)
     weights = torch.as_tensor(start["weights_init"], dtype=data.dtype)
@@ -129,8 +133,7 @@ def gmmx_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
         from gmmx import EMFitter, GaussianMixtureModelJax
     except ImportError:
         raise Skip("not installed") from None
-    if case["covariance_type"] not in ("full", "diag"):
-        raise Skip(f"no {case['covariance_type']} covariance")
+    _require_full_or_diag(case)
     if case["device"].startswith("cuda") and jax.default_backend() != "gpu":
         raise Skip("jax has no GPU backend here")
     covs = _start_covariances(start, case)

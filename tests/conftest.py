@@ -38,6 +38,16 @@ def make_blobs(n_per: int = 150, n_features: int = 3, n_components: int = 3, spr
     return np.concatenate(parts)[perm], np.concatenate(labels)[perm]
 
 
+def identity_precisions(covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """Identity precisions in the shape ``precisions_init`` takes for ``covariance_type``."""
+    return {
+        "full": np.stack([np.eye(n_features)] * n_components),
+        "tied": np.eye(n_features),
+        "diag": np.ones((n_components, n_features)),
+        "spherical": np.ones(n_components),
+    }[covariance_type]
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, identity_precisions, make_blobs
 from scipy.stats import multivariate_normal
 from sklearn.base import clone
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
@@ -469,12 +469,7 @@ def test_n_iter_and_converged(X):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_warm_start_matches_sklearn(X, covariance_type):
     rng = np.random.default_rng(1)
-    precisions = {
-        "full": np.stack([np.eye(D)] * K),
-        "tied": np.eye(D),
-        "diag": np.ones((K, D)),
-        "spherical": np.ones(K),
-    }[covariance_type]
+    precisions = identity_precisions(covariance_type, K, D)
     kwargs = dict(
         covariance_type=covariance_type,
         weights_init=np.full(K, 1 / K),

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import FITTED_ATTRIBUTES
+from conftest import FITTED_ATTRIBUTES, identity_precisions
 
 import torchgmm
 from torchgmm import ConvergenceWarning, FailedRestartWarning, GaussianMixture, NotFittedError
@@ -208,12 +208,7 @@ def test_spherical_precisions_init_not_positive(X, value):
 def test_valid_init_parameters_are_accepted(X):
     """The checks above reject only bad values: well-formed ones of every type fit."""
     for covariance_type in ("full", "tied", "diag", "spherical"):
-        precisions = {
-            "full": np.stack([np.eye(D)] * K),
-            "tied": np.eye(D),
-            "diag": np.ones((K, D)),
-            "spherical": np.ones(K),
-        }[covariance_type]
+        precisions = identity_precisions(covariance_type, K, D)
         gm = GaussianMixture(
             K,
             covariance_type=covariance_type,

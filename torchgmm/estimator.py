@@ -463,7 +463,7 @@ class GaussianMixture:
                 )
             like = first if data.gives_tensors else np.empty(0)
         else:
-            first = like = check_array(X, n_features=n_features)
+            first = check_array(X, n_features=n_features)
             data = TensorSource(first)
             like = X
         data.device = resolve_device(self.device, first)

@@ -49,9 +49,9 @@ def nominal_flops(case: dict) -> float:
     }[case["covariance_type"]]
 
 
-def matmul_ceiling(device: str, size: int) -> float:
-    """Median float32 GFLOP/s of a ``size``-cubed matrix product (TF32 off)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
+def matmul_ceiling(device: str, size: int, precision: str = "highest") -> float:
+    """Median float32 GFLOP/s of a ``size``-cubed matrix product (``precision='high'``: TF32 allowed)."""
+    torch.set_float32_matmul_precision(precision)
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     times = []
@@ -63,7 +63,22 @@ def matmul_ceiling(device: str, size: int) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+    torch.set_float32_matmul_precision("highest")
     return 2 * size**3 / statistics.median(times[1:]) / 1e9
+
+
+def copy_bandwidth(device: str, gib: float = 1.0) -> float:
+    """Median GB/s of a device-to-device copy, counting bytes read plus bytes written."""
+    a = torch.empty(int(gib * 2**30) // 4, device=device).uniform_()
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(6):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        b.copy_(a)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * a.numel() * 4 / statistics.median(times[1:]) / 1e9
 
 
 def make_data(case: dict, seed: int = 0):
@@ -168,12 +183,13 @@ def worker(spec: dict) -> dict:
     return {"seconds": seconds, "peak_mib": peak}
 
 
-def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceiling: float) -> list[dict]:
+def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceilings: dict) -> list[dict]:
     rows = []
     timeout = config.get("timeout_s", 900)
     for name in libraries:
         row = {k: case[k] for k in ("name", "n_samples", "n_features", "n_components", "n_init")}
-        row.update(covariance_type=case["covariance_type"], device=case["device"], dtype=case["dtype"], library=name)
+        dtype = "tf32" if case.get("matmul_precision") == "high" else case["dtype"]
+        row.update(covariance_type=case["covariance_type"], device=case["device"], dtype=dtype, library=name)
         spec = {"case": case, "library": name, "repeats": repeats, "threads": config.get("threads")}
         try:
             done = subprocess.run(
@@ -192,7 +208,7 @@ def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceili
         row.update(result)
         if "seconds" in row:
             row["gflops"] = nominal_flops(case) / row["seconds"] / 1e9
-            row["ceiling_fraction"] = row["gflops"] / ceiling
+            row["ceiling_fraction"] = row["gflops"] / ceilings[dtype if dtype == "tf32" else "float32"]
         rows.append(row)
         print(_line(row, rows[0]), flush=True)
     return rows
@@ -253,18 +269,29 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(config["threads"])
     repeats = args.repeats or config.get("repeats", 5)
     libraries = args.libraries.split(",") if args.libraries else config.get("libraries", list(LIBRARIES))
-    ceiling = matmul_ceiling(device, config.get("ceiling_size", 4096))
+    size = config.get("ceiling_size", 4096)
+    ceilings = {"float32": matmul_ceiling(device, size)}
+    tf32 = ""
+    if device.startswith("cuda"):
+        ceilings["tf32"] = matmul_ceiling(device, size, "high")
+        ceilings["copy_gbs"] = copy_bandwidth(device)
+        tf32 = f", TF32 {ceilings['tf32']:.1f} (the ceiling of tf32 rows); copy {ceilings['copy_gbs']:.0f} GB/s"
     machine = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
     print(
         f"machine: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"float32 matmul ceiling {ceiling:.1f} GFLOP/s; {repeats} repeats, median"
+        f"float32 matmul ceiling {ceilings['float32']:.1f} GFLOP/s{tf32}; {repeats} repeats, median"
     )
     print(HEADER)
     rows = []
     for case in cases:
-        rows.extend(run_case(case, libraries, config, repeats, ceiling))
+        rows.extend(run_case(case, case.get("libraries", libraries), config, repeats, ceilings))
     if args.out:
-        Path(args.out).write_text(json.dumps({"ceiling_gflops": ceiling, "machine": machine, "rows": rows}, indent=1))
+        Path(args.out).write_text(
+            json.dumps(
+                {"ceiling_gflops": ceilings["float32"], "ceilings": ceilings, "machine": machine, "rows": rows},
+                indent=1,
+            )
+        )
     return 0
 
 

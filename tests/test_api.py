@@ -114,6 +114,7 @@ def test_get_params_lists_constructor_arguments():
         "device",
         "dtype",
         "batch_size",
+        "matmul_precision",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params
@@ -553,3 +554,40 @@ def test_verbose_interval(X, capsys):
 def test_silent_by_default(X, capsys):
     GaussianMixture(K, random_state=0).fit(X)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "precision, covariance_type, seen_inside",
+    [
+        ("high", "full", "high"),
+        ("medium", "tied", "medium"),
+        ("high", "diag", "highest"),
+        ("high", "spherical", "highest"),
+    ],
+)
+def test_matmul_precision_is_scoped_to_the_call(precision, covariance_type, seen_inside, monkeypatch):
+    """The setting holds inside fit and predict (full and tied only) and torch's own comes back after."""
+    import torchgmm.estimator
+    import torchgmm.trainer
+
+    seen = []
+
+    def spy(module, name):
+        original = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen.append((name, torch.get_float32_matmul_precision()))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy(torchgmm.trainer, "e_step")
+    spy(torchgmm.estimator, "estimate_log_prob_resp")
+    X, _ = make_blobs(120, 2, 2, 5.0, seed=3)
+    gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0, matmul_precision=precision)
+    labels = gm.fit_predict(X)
+    assert torch.get_float32_matmul_precision() == "highest"
+    np.testing.assert_array_equal(gm.predict(X), labels)
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert {name for name, _ in seen} == {"e_step", "estimate_log_prob_resp"}
+    assert {p for _, p in seen} == {seen_inside}

@@ -62,3 +62,38 @@ def test_host_sources_streamed_to_cuda_match_cpu(kind, tmp_path):
     np.testing.assert_allclose(np.asarray(b.means_), np.asarray(a.means_), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.asarray(b.covariances_), np.asarray(a.covariances_), rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(np.asarray(b.predict(source)), np.asarray(a.predict(source)))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_device_named_and_data_already_there(device, covariance_type):
+    """device='cuda' with CUDA data (in memory or as chunks) reads it in place, as the CPU fit."""
+    X, _ = make_blobs(300, 3, 3, 4.0, seed=4)
+    cpu = GaussianMixture(3, covariance_type=covariance_type, random_state=0, tol=1e-8).fit(X)
+    init = dict(weights_init=cpu.weights_, means_init=cpu.means_, precisions_init=cpu.precisions_)
+    Xc = torch.as_tensor(X, device="cuda")
+    for source in (Xc, [Xc[i : i + 64] for i in range(0, len(X), 64)]):
+        gm = GaussianMixture(3, covariance_type=covariance_type, max_iter=5, tol=0, device=device, **init)
+        with pytest.warns(UserWarning):
+            gm.fit(source)
+        np.testing.assert_allclose(gm.means_.cpu().numpy(), cpu.means_, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_tf32_fit_is_close_to_float32(covariance_type):
+    """matmul_precision='high' (TF32) lands within 1e-3 relative of the float32 lower bound."""
+    X, _ = make_blobs(20000, 16, 8, 4.0, seed=5)
+    Xc = torch.as_tensor(X, dtype=torch.float32, device="cuda")
+    fits = [
+        GaussianMixture(8, covariance_type=covariance_type, random_state=0, matmul_precision=p).fit(Xc)
+        for p in ("highest", "high")
+    ]
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert abs(fits[1].lower_bound_ - fits[0].lower_bound_) <= 1e-3 * abs(fits[0].lower_bound_)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_many_nearly_empty_components_in_float32_on_cuda(covariance_type):
+    from test_maths import fit_many_nearly_empty_components
+
+    fit_many_nearly_empty_components(covariance_type, "cuda")

@@ -239,6 +239,7 @@ def test_valid_init_parameters_are_accepted(X):
         ({"verbose": -1}, r"'verbose' must be >= 0"),
         ({"verbose_interval": 0}, r"'verbose_interval' must be >= 1"),
         ({"random_state": -1}, r"'random_state' must be a non-negative int"),
+        ({"matmul_precision": "tf32"}, r"Invalid value for 'matmul_precision': 'tf32'\. It must be None or one of"),
     ],
 )
 def test_bad_parameter_value(X, params, match):
@@ -542,3 +543,11 @@ def test_warnings_point_at_the_callers_line(method):
         warnings.simplefilter("always")
         getattr(GaussianMixture(2, max_iter=1, tol=0.0, random_state=0), method)(X)
     assert [w.filename for w in caught if issubclass(w.category, ConvergenceWarning)] == [__file__]
+
+
+def test_bad_matmul_precision_at_predict_leaves_torch_setting(X):
+    gm = GaussianMixture(K, random_state=0).fit(X)
+    gm.matmul_precision = "low"
+    with pytest.raises(ValueError, match=r"Invalid value for 'matmul_precision': 'low'"):
+        gm.predict(X)
+    assert torch.get_float32_matmul_precision() == "highest"

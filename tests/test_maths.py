@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from conftest import COVARIANCE_TYPES, make_blobs
 from scipy.stats import multivariate_normal
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
-from torchgmm import GaussianMixture
+from torchgmm import ConvergenceWarning, FailedRestartWarning, GaussianMixture
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import (
@@ -170,3 +172,24 @@ def test_fast_exp_and_logsumexp(dtype):
     assert bool((y[x < torch.log(torch.tensor(tiny, dtype=dtype))] == 0).all())  # underflow is exactly 0
     big = x > -50
     torch.testing.assert_close(y[big], torch.exp(x[big]))
+
+
+def fit_many_nearly_empty_components(covariance_type: str, device: str) -> None:
+    """K=512 clusters in 128-D, 10k rows, float32: most components hold a handful of rows."""
+    generator = torch.Generator(device).manual_seed(0)
+    K, D, N = 512, 128, 10_000
+    centres = 4 * torch.randn(K, D, generator=generator, device=device)
+    labels = torch.randint(K, (N,), generator=generator, device=device)
+    X = centres[labels] + torch.randn(N, D, generator=generator, device=device)
+    gm = GaussianMixture(K, covariance_type=covariance_type, init_params="random_from_data", max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FailedRestartWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    assert bool(torch.isfinite(gm.covariances_).all()) and bool((gm.covariances_ >= gm.reg_covar * 0.999).all())
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_rounding_never_makes_a_variance_negative(covariance_type):
+    """Float32 moments of nearly empty components can round a variance below 0: it is clamped, not failed."""
+    fit_many_nearly_empty_components(covariance_type, "cpu")

@@ -48,6 +48,8 @@ def resolve_device(device: Any, X: Tensor | None = None) -> torch.device:
             raise ValueError(
                 f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
             )
+        if resolved.index is None:  # 'cuda' means the current device; name it, so device comparisons hold
+            resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 

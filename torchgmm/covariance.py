@@ -123,8 +123,14 @@ class CovarianceType:
         for total, part in zip(acc, (log_prob_norm.sum(-1), *self.statistics(X, resp, means)), strict=True):
             total.add_(part)
 
-    def finish_statistics(self, s1: Tensor, s2: Tensor, precisions_cholesky: Tensor) -> tuple[Tensor, Tensor]:
-        """Map summed chunk statistics back to data coordinates (identity by default)."""
+    def finish_statistics(
+        self, nk: Tensor, s1: Tensor, s2: Tensor, means: Tensor, precisions_cholesky: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Summed chunk statistics ``(s1, s2)`` about the ``means`` of the pass, in data coordinates.
+
+        Identity by default; types whose :meth:`accumulate` sums something else
+        (whitened or raw moments) map it back here, once per pass, in float64.
+        """
         return s1, s2
 
     def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
@@ -242,7 +248,7 @@ class _Full(CovarianceType):
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
         return W.mT @ W
 
-    def finish_statistics(self, s1, s2, precisions_cholesky):
+    def finish_statistics(self, nk, s1, s2, means, precisions_cholesky):
         # x - mu = y P^-1, so the whitened scatter maps back as P^-T s2 P^-1.
         P = precisions_cholesky.to(s2.dtype)
         P_inv = torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True)
@@ -330,17 +336,68 @@ class _Diag(CovarianceType):
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
 
-    def _precision_vectors(self, precisions_cholesky, n_features):
-        return precisions_cholesky**2
+    def _squares(self, X: Tensor) -> Tensor:
+        """The quadratic features whose precision-weighted sum is ``x^T diag(p) x``: ``x^2``."""
+        return X * X
+
+    def _features(self, X: Tensor) -> Tensor:
+        """``[q(x), x, 1]``, ``[N, F]``: one product with it gives densities, another all moments."""
+        return torch.cat([self._squares(X), X, torch.ones_like(X[:, :1])], dim=-1)
+
+    def _density_weights(self, means: Tensor, precisions_cholesky: Tensor, log_weights: Tensor) -> Tensor:
+        """``[[-p/2], [p mu], [c]]``, ``[R, F, K]``: ``_features(x)`` times it is the weighted log-density.
+
+        ``-|x - mu|^2_p / 2 = -x^T p x / 2 + x^T p mu - mu^T p mu / 2``, the expansion
+        scikit-learn uses for these types; ``c`` gathers every constant.
+        """
+        D = means.shape[-1]
+        precisions = precisions_cholesky**2  # [R, K, D] or [R, K]
+        linear = means * (precisions if precisions.shape == means.shape else precisions.unsqueeze(-1))
+        squares = precisions if precisions.shape == means.shape else precisions.unsqueeze(-1)
+        constant = (
+            -0.5 * (linear * means).sum(-1) - 0.5 * D * LOG_2PI + self.log_det(precisions_cholesky, D) + log_weights
+        )
+        return torch.cat([-0.5 * squares, linear, constant.unsqueeze(-1)], dim=-1).mT
 
     def mahalanobis(self, X, means, precisions_cholesky):
-        prec = self._precision_vectors(precisions_cholesky, X.shape[-1])  # [R, K, D]
-        if prec.shape != means.shape:
-            prec = prec.unsqueeze(-1).expand_as(means)
-        # sum_d p (x - mu)^2 = x^2 p - 2 x (mu p) + mu^2 p, as matrix products.
-        return (
-            (X * X) @ prec.mT - 2.0 * X @ (means * prec).mT + (means * means * prec).sum(-1).unsqueeze(-2)
-        ).clamp_min(0.0)
+        D = means.shape[-1]
+        constant = -0.5 * D * LOG_2PI + self.log_det(precisions_cholesky, D)
+        log_prob = self.log_prob(X, means, precisions_cholesky)
+        return (-2.0 * (log_prob - constant.unsqueeze(-2))).clamp_min_(0.0)
+
+    def log_prob(self, X, means, precisions_cholesky):
+        weights = self._density_weights(means, precisions_cholesky, torch.zeros_like(means[..., 0]))
+        return self._features(X) @ weights
+
+    def elements_per_row(self, n_restarts, n_components, n_features):
+        # densities, responsibilities and their scratch, [R, n, K] each, and the features
+        return 3 * n_restarts * n_components + 2 * n_features + 1
+
+    def prepare(self, weights, means, precisions_cholesky):
+        return {"density": self._density_weights(means, precisions_cholesky, torch.log(weights))}
+
+    def accumulate(self, X, prepared, acc):
+        # One product for the weighted log-densities and one for every moment:
+        # resp^T [q(x), x, 1] = [sum r q(x), sum r x, n_k]. The raw moments are centred
+        # on the means once per pass, in float64 (finish_statistics).
+        features = self._features(X)
+        log_prob_norm, resp = normalise_(features @ prepared["density"])  # [R, n, K]
+        moments = resp.mT @ features  # [R, K, F]
+        D = X.shape[-1]
+        acc[0].add_(log_prob_norm.sum(-1))
+        acc[1].add_(moments[..., -1])
+        acc[2].add_(moments[..., -1 - D : -1])
+        acc[3].add_(moments[..., : -1 - D])
+
+    def finish_statistics(self, nk, s1, s2, means, precisions_cholesky):
+        # sum r (x - mu)^2 = sum r q(x) - 2 mu sum r x + n_k mu^2, per feature (diag) or summed (spherical)
+        means = means.to(s1.dtype)
+        centred_s2 = s2 - 2.0 * self._squares_pair(means, s1) + nk.unsqueeze(-1) * self._squares(means)
+        return s1 - nk.unsqueeze(-1) * means, centred_s2
+
+    def _squares_pair(self, means: Tensor, s1: Tensor) -> Tensor:
+        """``mu * s1`` summed as :meth:`_squares` sums (per feature for diag)."""
+        return means * s1
 
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(precisions_cholesky).sum(-1)
@@ -352,7 +409,9 @@ class _Diag(CovarianceType):
         return rT @ (X * X) - 2.0 * centre * rx + nk * centre * centre
 
     def covariances(self, nk, shift, scatter, reg_covar):
-        return scatter / nk.unsqueeze(-1) - shift * shift + reg_covar
+        # Rounding in the moments can put a (nearly) empty component's variance a
+        # hair below zero; the true value never is.
+        return (scatter / nk.unsqueeze(-1) - shift * shift).clamp_min_(0.0) + reg_covar
 
     def precisions_cholesky(self, covariances):
         ok = (covariances > 0) & torch.isfinite(covariances)
@@ -387,13 +446,24 @@ class _Spherical(_Diag):
         return n_components
 
     def scatter_shape(self, n_components, n_features):
-        return (n_components, n_features)  # the diagonal, averaged in the M-step
+        return (n_components, 1)  # sum r |x - c|^2, averaged over features in the M-step
+
+    def _squares(self, X):
+        return (X * X).sum(-1, keepdim=True)
+
+    def _squares_pair(self, means, s1):
+        return (means * s1).sum(-1, keepdim=True)
 
     def log_det(self, precisions_cholesky, n_features):
         return n_features * torch.log(precisions_cholesky)
 
+    def scatter(self, X, resp, centre):
+        return super().scatter(X, resp, centre).sum(-1, keepdim=True)
+
     def covariances(self, nk, shift, scatter, reg_covar):
-        return super().covariances(nk, shift, scatter, reg_covar).mean(-1)
+        D = shift.shape[-1]
+        variance = (scatter / nk.unsqueeze(-1) - (shift * shift).sum(-1, keepdim=True)).squeeze(-1) / D
+        return variance.clamp_min_(0.0) + reg_covar
 
 
 def _check_spd(precision: Tensor, name: str) -> None:

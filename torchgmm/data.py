@@ -84,6 +84,8 @@ class DataSource:
         def issue(piece: Tensor) -> Tensor:
             if piece.device == self.device:
                 return piece
+            if piece.device.type != "cpu":  # another GPU: a plain peer copy
+                return piece.to(self.device)
             with torch.cuda.stream(stream):
                 return piece.pin_memory().to(self.device, non_blocking=True)
 

@@ -110,14 +110,15 @@ def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows
     ``elements_per_row`` is the size of the largest temporary per row (for a
     full covariance that is ``R * K * D``). The budget is 2**20 elements on
     CPU (4 MiB in float32: the temporaries stay in cache between the
-    product that writes them and the ones that read them) and on CUDA 2**26
-    or a sixteenth of the free device memory, whichever is smaller.
+    product that writes them and the ones that read them) and on CUDA 2**28
+    (few, long kernels) or a sixteenth of the free device memory, whichever
+    is smaller.
     """
     if rows is None:
         budget = 1 << 20
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            budget = min(1 << 26, free // 64)  # a sixteenth of free memory, in float32 elements
+            budget = min(1 << 28, free // 64)  # a sixteenth of free memory, in float32 elements
         rows = max(16, budget // max(1, elements_per_row))
     return max(1, min(n_samples, rows))
 
@@ -194,7 +195,7 @@ def e_step(
             partial, pending = [t.clone() for t in zeros], 0
     total = _accumulate(total, *partial)
     distributed.all_reduce_(*total)
-    s1, s2 = covariance.finish_statistics(total.s1, total.s2, params.precisions_cholesky)
+    s1, s2 = covariance.finish_statistics(total.nk, total.s1, total.s2, params.means, params.precisions_cholesky)
     return total._replace(s1=s1, s2=s2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
+from torchgmm._math import matmul_precision
 from torchgmm._validation import (
     as_tensor,
     check_array,
@@ -29,6 +31,23 @@ from torchgmm.init import INIT_METHODS, initialize
 from torchgmm.trainer import run_em
 
 __all__ = ["GaussianMixture"]
+
+
+def _under_matmul_precision(method):
+    """Run an estimator method under its ``matmul_precision`` (see :func:`torchgmm._math.matmul_precision`).
+
+    Only full and tied covariances take it: their products are centred (whitened
+    residuals), while the diag and spherical densities expand ``x^2 p - 2 x mu p +
+    mu^2 p``, whose cancellation TF32's 10-bit mantissa would turn into noise.
+    """
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with matmul_precision(self.matmul_precision, applies=self.covariance_type in ("full", "tied")):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
 
 _ILL_DEFINED = (
     "Fitting the mixture model failed because some components have ill-defined empirical "
@@ -84,8 +103,15 @@ class GaussianMixture:
         Rows per chunk in every pass over the data; device memory is
         ``O(batch_size * K * R * D)`` for full covariances, independent of the
         number of rows. None picks it from the shapes: temporaries of 2**20
-        elements on CPU (cache-sized), and on CUDA 2**26 elements or a
+        elements on CPU (cache-sized), and on CUDA 2**28 elements or a
         sixteenth of the free device memory, whichever is smaller.
+    matmul_precision : {'highest', 'high', 'medium'}, default=None
+        Float32 matrix-product precision while fitting and predicting, as
+        :func:`torch.set_float32_matmul_precision` (restored afterwards); None
+        keeps torch's setting. ``'high'`` opts in to TF32 on CUDA for full and
+        tied covariances (diag and spherical always use full float32, whose
+        expanded densities TF32 would spoil), with lower bounds within about
+        1e-5 relative of float32 (``bench/NOTES.md``). Float64 is never affected.
 
     Attributes
     ----------
@@ -144,6 +170,7 @@ class GaussianMixture:
         device: Any = None,
         dtype: Any = None,
         batch_size: int | None = None,
+        matmul_precision: str | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -162,6 +189,7 @@ class GaussianMixture:
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.matmul_precision = matmul_precision
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -277,6 +305,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ fitting
 
+    @_under_matmul_precision
     def fit(self, X: Any, y: Any = None) -> GaussianMixture:
         """Fit the mixture by EM, running ``n_init`` restarts at once.
 
@@ -292,6 +321,7 @@ class GaussianMixture:
         self._fit(X, labels=False)
         return self
 
+    @_under_matmul_precision
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """Fit the mixture, then return the label of each sample (as ``fit(X).predict(X)``).
 
@@ -303,7 +333,7 @@ class GaussianMixture:
         return self._fit(X, labels=True)
 
     def _fit(self, X: Any, labels: bool) -> Any:
-        # Called straight from fit and fit_predict, so stacklevel=3 points warnings at the caller.
+        # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
         covariance = self._check_parameters()
         data, like = self._source(X)
         distributed.check_same(
@@ -363,14 +393,14 @@ class GaussianMixture:
                 f"could not be factorised (restarts {failed}); the best of the others is kept. "
                 "Increase reg_covar to keep them.",
                 FailedRestartWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if not result.converged[best] and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
         kept = result.params.select(torch.tensor([best], device=device))
@@ -489,16 +519,19 @@ class GaussianMixture:
         data.scan(collective=False, check_finite=not isinstance(data, TensorSource))
         return data, like
 
+    @_under_matmul_precision
     def predict(self, X: Any) -> Any:
         """Most likely component of each sample, shape ``(n_samples,)``, int64."""
         data, like = self._checked(X)
         return output_like(torch.cat([lr.argmax(-1) for _, lr in self._log_prob_resp(data)]), like)
 
+    @_under_matmul_precision
     def predict_proba(self, X: Any) -> Any:
         """Responsibilities, shape ``(n_samples, n_components)``; rows sum to 1."""
         data, like = self._checked(X)
         return output_like(torch.cat([lr.exp() for _, lr in self._log_prob_resp(data)]), like)
 
+    @_under_matmul_precision
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of each sample under the mixture, shape ``(n_samples,)``."""
         data, like = self._checked(X)
@@ -513,6 +546,7 @@ class GaussianMixture:
         K, D = self.n_components, self.n_features_in_
         return get_covariance_type(self.covariance_type).n_parameters(K, D) + K * D + K - 1
 
+    @_under_matmul_precision
     def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
         data, _ = self._checked(X)
         total = sum(lp.to(torch.float64).sum() for lp, _ in self._log_prob_resp(data))

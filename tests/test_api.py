@@ -115,6 +115,8 @@ def test_get_params_lists_constructor_arguments():
         "dtype",
         "batch_size",
         "matmul_precision",
+        "learning_decay",
+        "learning_offset",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

@@ -97,3 +97,23 @@ def test_many_nearly_empty_components_in_float32_on_cuda(covariance_type):
     from test_maths import fit_many_nearly_empty_components
 
     fit_many_nearly_empty_components(covariance_type, "cuda")
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_module_on_cuda_matches_cpu(covariance_type):
+    """to_module on a CUDA fit, .to() between devices, gradients and online EM on the GPU."""
+    X, _ = make_blobs(500, 3, 3, 4.0, seed=6)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(torch.as_tensor(X, device="cuda"))
+    module = gm.to_module(learnable=True)
+    assert module.means.device.type == "cuda"
+    x = torch.as_tensor(X[:50], device="cuda").requires_grad_()
+    out = module.log_prob(x)
+    out.sum().backward()
+    assert x.grad.device.type == "cuda" and all(p.grad is not None for p in module.parameters())
+    cpu = gm.to_module().to("cpu")
+    torch.testing.assert_close(cpu.log_prob(x.detach().cpu()), out.detach().cpu())
+    with pytest.raises(ValueError, match=r"Input is on cpu but the mixture is on cuda"):
+        module.log_prob(x.detach().cpu())
+    before = module.means.detach().clone()
+    module.partial_fit(torch.as_tensor(X[50:300], device="cuda"))
+    assert int(module.n_steps) == 1 and not torch.equal(module.means.detach(), before)

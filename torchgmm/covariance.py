@@ -157,6 +157,10 @@ class CovarianceType:
         """
         raise NotImplementedError
 
+    def scatter_from_covariances(self, nk: Tensor, covariances: Tensor, reg_covar: float, n_features: int) -> Tensor:
+        """The scatter about the means that :meth:`covariances` turns into ``covariances`` (its inverse)."""
+        raise NotImplementedError
+
     def precisions_cholesky(self, covariances: Tensor) -> tuple[Tensor, Tensor]:
         """Factor the covariances; returns ``(precisions_cholesky, ok [R])``."""
         raise NotImplementedError
@@ -199,7 +203,7 @@ class _Full(CovarianceType):
 
     def mahalanobis(self, X, means, precisions_cholesky):
         Y = _pad_ones(X) @ self._whitening(means, precisions_cholesky)
-        return torch.linalg.vector_norm(Y, dim=-1).square_().mT
+        return torch.linalg.vector_norm(Y, dim=-1).square().mT  # out of place: differentiable
 
     def _whitening(self, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
         """``[[P], [-mu P]]``, ``[R, K, D + 1, D]``: ``[x, 1]`` times it is ``(x - mu) P``."""
@@ -259,6 +263,14 @@ class _Full(CovarianceType):
         cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
         return cov
 
+    def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
+        scatter = covariances.clone()
+        scatter.diagonal(dim1=-2, dim2=-1).sub_(reg_covar)
+        return scatter * self._mass(nk)
+
+    def _mass(self, nk: Tensor) -> Tensor:
+        return nk[..., None, None]
+
     def precisions_cholesky(self, covariances):
         P, ok = _cholesky_precision(covariances)
         return P, ok.all(-1)
@@ -310,6 +322,9 @@ class _Tied(_Full):
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
         W = W.flatten(1, 2)
         return W.mT @ W
+
+    def _mass(self, nk):
+        return nk.sum(-1)[..., None, None]
 
     def covariances(self, nk, shift, scatter, reg_covar):
         between = (nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2)).sum(1)
@@ -413,6 +428,9 @@ class _Diag(CovarianceType):
         # hair below zero; the true value never is.
         return (scatter / nk.unsqueeze(-1) - shift * shift).clamp_min_(0.0) + reg_covar
 
+    def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
+        return (covariances - reg_covar) * nk.unsqueeze(-1)
+
     def precisions_cholesky(self, covariances):
         ok = (covariances > 0) & torch.isfinite(covariances)
         ok = ok.flatten(1).all(-1)
@@ -464,6 +482,9 @@ class _Spherical(_Diag):
         D = shift.shape[-1]
         variance = (scatter / nk.unsqueeze(-1) - (shift * shift).sum(-1, keepdim=True)).squeeze(-1) / D
         return variance.clamp_min_(0.0) + reg_covar
+
+    def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
+        return ((covariances - reg_covar) * nk * n_features).unsqueeze(-1)
 
 
 def _check_spd(precision: Tensor, name: str) -> None:

@@ -28,6 +28,7 @@ from torchgmm.data import DataSource, TensorSource, is_chunked, make_source
 from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp
 from torchgmm.exceptions import ConvergenceWarning, FailedRestartWarning, NotFittedError
 from torchgmm.init import INIT_METHODS, initialize
+from torchgmm.online import check_step_sizes, online_em_step, step_size
 from torchgmm.trainer import run_em
 
 __all__ = ["GaussianMixture"]
@@ -112,6 +113,11 @@ class GaussianMixture:
         tied covariances (diag and spherical always use full float32, whose
         expanded densities TF32 would spoil), with lower bounds within about
         1e-5 relative of float32 (``bench/NOTES.md``). Float64 is never affected.
+    learning_decay : float, default=0.7
+    learning_offset : float, default=2.0
+        Step sizes of :meth:`partial_fit` (stepwise EM): batch ``t`` (from 0)
+        gets weight ``(t + learning_offset) ** -learning_decay``; a decay in
+        (0.5, 1] makes the running statistics converge.
 
     Attributes
     ----------
@@ -171,6 +177,8 @@ class GaussianMixture:
         dtype: Any = None,
         batch_size: int | None = None,
         matmul_precision: str | None = None,
+        learning_decay: float = 0.7,
+        learning_offset: float = 2.0,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -190,6 +198,8 @@ class GaussianMixture:
         self.dtype = dtype
         self.batch_size = batch_size
         self.matmul_precision = matmul_precision
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -261,6 +271,11 @@ class GaussianMixture:
             )
         return get_covariance_type(self.covariance_type)
 
+    def _check_online_parameters(self) -> CovarianceType:
+        covariance = self._check_parameters()
+        check_step_sizes(self.learning_decay, self.learning_offset)
+        return covariance
+
     def _check_initial_parameters(self, covariance: CovarianceType, n_features: int) -> dict[str, Tensor]:
         """User-given ``*_init`` as float64 CPU tensors, validated against the data shape."""
         K, D = self.n_components, n_features
@@ -331,6 +346,122 @@ class GaussianMixture:
             For invalid parameters or data, or if every restart failed to factorise a covariance.
         """
         return self._fit(X, labels=True)
+
+    @_under_matmul_precision
+    def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
+        """One stepwise-EM update from the mini-batch ``X`` (online EM).
+
+        The first call initialises the mixture from that batch (``init_params``,
+        or the given ``*_init``; one restart); every call then blends the
+        batch's sufficient statistics into the running ones with weight
+        ``(t + learning_offset) ** -learning_decay`` and sets the parameters
+        from them. Batches may differ in size; features, device and dtype must
+        stay the same. Under ``torch.distributed`` every rank calls it together
+        and the statistics are summed over ranks.
+
+        Sets the fitted attributes of :meth:`fit`; ``n_iter_`` counts the
+        updates, ``lower_bounds_`` holds each batch's mean log-likelihood under
+        the parameters before its update, and ``converged_`` stays False.
+
+        Parameters
+        ----------
+        X : array-like or Tensor of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For invalid parameters or data, or if the update makes a covariance
+            impossible to factorise (the model is then left as it was).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from torchgmm import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> gm = GaussianMixture(2, random_state=0)
+        >>> for _ in range(20):
+        ...     centres = rng.choice([-5.0, 5.0], size=(256, 1))
+        ...     gm = gm.partial_fit(centres + rng.normal(size=(256, 2)))
+        >>> np.sort(gm.means_[:, 0]).round(0)
+        array([-5.,  5.])
+        """
+        covariance = self._check_online_parameters()
+        fitted = hasattr(self, "means_")
+        data, like = self._source(X, self.n_features_in_ if fitted else None)
+        if fitted:
+            data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
+        data.scan(check_finite=not isinstance(data, TensorSource))
+        device, dtype, shift = data.device, data.dtype, data.shift
+        if fitted:
+            params, _ = self._fitted_parameters(device, dtype, shift)
+            step, history = self.n_iter_, list(self.lower_bounds_)
+        else:
+            if data.n_samples < self.n_components:
+                raise ValueError(
+                    f"Expected n_samples >= n_components in the first partial_fit batch but got "
+                    f"n_components = {self.n_components}, n_samples = {data.n_samples}."
+                )
+            inits = self._check_initial_parameters(covariance, data.n_features)
+            generator = make_generator(self.random_state, device)
+            if distributed.is_distributed():
+                generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
+            params, ok = self._initial_parameters(data, covariance, inits, generator, n_restarts=1)
+            if ok is not None and not bool(ok.all()):
+                raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
+            step, history = 0, []
+        eta = step_size(step, self.learning_decay, self.learning_offset)
+        new, ok, log_likelihood = online_em_step(data, params, covariance, self.reg_covar, eta, self.batch_size)
+        if not bool(ok.all()):
+            raise ValueError(
+                "The online EM update made a covariance impossible to factorise; the model is unchanged. "
+                "Increase reg_covar." + _float32_advice(dtype)
+            )
+        self._set_fitted(new, covariance, shift, self.means_ if fitted else like)
+        self.n_features_in_ = data.n_features
+        self.n_iter_ = step + 1
+        self.lower_bounds_ = history + [float(log_likelihood[0])]
+        self.lower_bound_ = self.lower_bounds_[-1]
+        self.converged_ = False
+        self.init_lower_bounds_ = np.asarray([self.lower_bound_], dtype=np.float64)
+        self.init_converged_ = np.zeros(1, dtype=bool)
+        return self
+
+    def to_module(self, learnable: bool = False, check_finite: bool = True):
+        """The fitted mixture as a :class:`~torchgmm.module.GaussianMixtureModule`.
+
+        On the estimator's device (or where the fitted attributes live) and in
+        their dtype; ``learnable=True`` makes the parameters trainable.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torchgmm import GaussianMixture
+        >>> X = torch.cat([torch.randn(200, 2) - 4, torch.randn(200, 2) + 4])
+        >>> module = GaussianMixture(2, random_state=0).fit(X).to_module()
+        >>> module.log_prob(X[:5]).shape
+        torch.Size([5])
+        """
+        from torchgmm.module import GaussianMixtureModule
+
+        self._check_is_fitted()
+        means = as_tensor(self.means_)
+        device = resolve_device(self.device, means)
+        return GaussianMixtureModule(
+            as_tensor(self.weights_).to(device),
+            means.to(device),
+            as_tensor(self.precisions_cholesky_).to(device, means.dtype),
+            self.covariance_type,
+            learnable=learnable,
+            reg_covar=self.reg_covar,
+            learning_decay=self.learning_decay,
+            learning_offset=self.learning_offset,
+            check_finite=check_finite,
+        )
 
     def _fit(self, X: Any, labels: bool) -> Any:
         # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
@@ -418,9 +549,14 @@ class GaussianMixture:
         return output_like(torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(data)]), like)
 
     def _initial_parameters(
-        self, data: DataSource, covariance: CovarianceType, inits: dict[str, Tensor], generator: torch.Generator
+        self,
+        data: DataSource,
+        covariance: CovarianceType,
+        inits: dict[str, Tensor],
+        generator: torch.Generator,
+        n_restarts: int | None = None,
     ) -> tuple[MixtureParameters, Tensor | None]:
-        R, K = self.n_init, self.n_components
+        R, K = n_restarts or self.n_init, self.n_components
         device, dtype = data.device, data.dtype
         if len(inits) == 3:
             params, ok = None, None

@@ -1,0 +1,88 @@
+"""Stepwise (online) EM: one update of the parameters from one mini-batch.
+
+Stepwise EM (Cappé and Moulines 2009; Liang and Klein 2009) keeps running
+averages of the normalised sufficient statistics,
+``s <- (1 - eta_t) s + eta_t s_hat(batch)``, and sets the parameters from them
+after every batch. With step sizes ``eta_t = (t + offset) ** -decay`` and
+``decay`` in (0.5, 1] it converges to a stationary point of the likelihood.
+
+The running statistics need no storage of their own: with the weights summing
+to one, they are the current parameters, ``(pi_k, 0, pi_k (Sigma_k - reg))``
+about the current means. Each batch's statistics are taken about those means
+too (the E-step of :mod:`torchgmm.em`), so the blend and the M-step are exactly
+centred, in float64.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from torchgmm._validation import check_scalar
+from torchgmm.covariance import CovarianceType
+from torchgmm.data import DataSource
+from torchgmm.em import MixtureParameters, Statistics, e_step, m_step
+
+__all__ = ["step_size", "check_step_sizes", "online_em_step"]
+
+
+def check_step_sizes(decay: float, offset: float) -> None:
+    """Raise unless ``decay`` is in (0.5, 1] and ``offset >= 1`` (so every step size is in (0, 1])."""
+    check_scalar(decay, "learning_decay", float, high=1.0)
+    check_scalar(offset, "learning_offset", float, low=1.0)
+    if decay <= 0.5:
+        raise ValueError(
+            f"'learning_decay' must be in (0.5, 1], got {decay!r}: stepwise EM converges only for such decays."
+        )
+
+
+def step_size(step: int, decay: float, offset: float) -> float:
+    """``(step + offset) ** -decay``: the weight of batch number ``step`` (from 0)."""
+    return float((step + offset) ** -decay)
+
+
+def online_em_step(
+    data: DataSource,
+    params: MixtureParameters,
+    covariance: CovarianceType,
+    reg_covar: float,
+    eta: float,
+    rows: int | None = None,
+) -> tuple[MixtureParameters, Tensor, Tensor]:
+    """One stepwise-EM update from the rows of ``data`` (a scanned source).
+
+    Parameters
+    ----------
+    data : DataSource
+        The mini-batch, scanned; ``params`` are in its centred coordinates.
+    params : MixtureParameters
+        Current parameters, ``[R, ...]``.
+    covariance : CovarianceType
+    reg_covar : float
+    eta : float
+        Weight of this batch in (0, 1]; 1 is a full EM step on the batch alone.
+    rows : int, optional
+        Rows per chunk.
+
+    Returns
+    -------
+    params : MixtureParameters
+        Updated parameters, in the dtype of ``params``.
+    ok : Tensor of shape (R,), bool
+        False where a covariance could not be factorised.
+    log_likelihood : Tensor of shape (R,)
+        Mean log-likelihood of the batch under the parameters before the update.
+    """
+    stats = e_step(data, params, covariance, rows)  # about params.means, summed over ranks
+    n = stats.nk.sum(-1)  # the batch's rows (over all ranks)
+    D = params.means.shape[-1]
+    weights = params.weights.to(stats.nk.dtype)
+    previous = covariance.scatter_from_covariances(weights, params.covariances.to(stats.nk.dtype), reg_covar, D)
+    per_row = n.view(-1, *([1] * (stats.s2.dim() - 1)))
+    blended = Statistics(
+        stats.log_likelihood,
+        (1.0 - eta) * weights + eta * stats.nk / n.unsqueeze(-1),
+        eta * stats.s1 / n[:, None, None],
+        (1.0 - eta) * previous + eta * stats.s2 / per_row,
+    )
+    new, ok = m_step(blended, params.means, covariance, reg_covar, params.means.dtype)
+    return new, ok, stats.log_likelihood / n

@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,8 @@ class GaussianMixture:
         Final lower bound of every restart (``-inf`` where it failed).
     init_converged_ : ndarray of shape (n_init,), bool
         Whether each restart converged.
+    init_lower_bounds_history_ : list of lists of float
+        Every restart's lower bound after each of its iterations.
     n_features_in_ : int
 
     Examples
@@ -321,31 +324,37 @@ class GaussianMixture:
     # ------------------------------------------------------------------ fitting
 
     @_under_matmul_precision
-    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
+    def fit(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> GaussianMixture:
         """Fit the mixture by EM, running ``n_init`` restarts at once.
 
         Parameters
         ----------
         X : array-like or Tensor of shape (n_samples, n_features)
         y : ignored
+        callback : callable, optional
+            Called after every EM iteration as ``callback(iteration, n_running,
+            best_lower_bound)`` (restarts still running, best lower bound so
+            far), e.g. to drive a progress bar.
 
         Returns
         -------
         self
         """
-        self._fit(X, labels=False)
+        self._fit(X, labels=False, callback=callback)
         return self
 
     @_under_matmul_precision
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> Any:
         """Fit the mixture, then return the label of each sample (as ``fit(X).predict(X)``).
+
+        ``callback`` is as in :meth:`fit`.
 
         Raises
         ------
         ValueError
             For invalid parameters or data, or if every restart failed to factorise a covariance.
         """
-        return self._fit(X, labels=True)
+        return self._fit(X, labels=True, callback=callback)
 
     @_under_matmul_precision
     def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
@@ -429,7 +438,46 @@ class GaussianMixture:
         self.converged_ = False
         self.init_lower_bounds_ = np.asarray([self.lower_bound_], dtype=np.float64)
         self.init_converged_ = np.zeros(1, dtype=bool)
+        self.init_lower_bounds_history_ = [list(self.lower_bounds_)]
         return self
+
+    def save(self, path: Any) -> None:
+        """Write the fitted model to ``path``, a file read back without executing code.
+
+        See :mod:`torchgmm.persistence`: plain tensors and values through
+        ``torch.save``, with the constructor parameters and the library
+        version; written to a temporary file first, so it is never left half
+        written.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, os
+        >>> from torchgmm import GaussianMixture
+        >>> X = np.random.default_rng(0).normal(size=(100, 2))
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
+        >>> gm.save(path)
+        >>> bool((GaussianMixture.load(path).predict(X) == gm.predict(X)).all())
+        True
+        """
+        from torchgmm import persistence
+
+        persistence.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, map_location: Any = None) -> GaussianMixture:
+        """Read a model written by :meth:`save` (with ``torch.load(weights_only=True)``).
+
+        ``map_location`` moves tensor outputs elsewhere (e.g. ``'cpu'``).
+
+        Raises
+        ------
+        ValueError
+            If the file is not a torchgmm model file.
+        """
+        from torchgmm import persistence
+
+        return persistence.load(path, map_location)
 
     def to_module(self, learnable: bool = False, check_finite: bool = True):
         """The fitted mixture as a :class:`~torchgmm.module.GaussianMixtureModule`.
@@ -463,7 +511,7 @@ class GaussianMixture:
             check_finite=check_finite,
         )
 
-    def _fit(self, X: Any, labels: bool) -> Any:
+    def _fit(self, X: Any, labels: bool, callback: Callable[[int, int, float], None] | None = None) -> Any:
         # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
         covariance = self._check_parameters()
         data, like = self._source(X)
@@ -513,6 +561,7 @@ class GaussianMixture:
             rows=self.batch_size,
             verbose=self.verbose,
             verbose_interval=self.verbose_interval,
+            callback=callback,
         )
         best = result.best()
         if best is None:
@@ -542,6 +591,7 @@ class GaussianMixture:
         self.lower_bounds_ = list(result.lower_bounds[best])
         self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
         self.init_converged_ = np.asarray(result.converged, dtype=bool)
+        self.init_lower_bounds_history_ = [list(h) for h in result.lower_bounds]
         self.n_features_in_ = n_features
         if not labels:
             return None

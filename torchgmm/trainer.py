@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,7 @@ def run_em(
     rows: int | None = None,
     verbose: int = 0,
     verbose_interval: int = 10,
+    callback: Callable[[int, int, float], None] | None = None,
 ) -> EMResult:
     """Run EM on ``R`` restarts at once until each converges, fails or hits ``max_iter``.
 
@@ -96,6 +98,9 @@ def run_em(
         Rows per chunk; chosen from the shapes when None.
     verbose, verbose_interval : int
         Print progress every ``verbose_interval`` iterations when ``verbose > 0``.
+    callback : callable, optional
+        Called after every iteration as ``callback(iteration, n_running,
+        best_lower_bound)``, with values already on the host.
     """
     R = params.n_restarts
     n_samples = data.n_samples
@@ -143,6 +148,9 @@ def run_em(
             else:
                 still_active.append(r)
         active = still_active
+        if callback is not None:
+            live = [bound[r] for r in range(R) if not failed[r]]
+            callback(iteration, len(active), max(live) if live else -math.inf)
         if verbose and iteration % verbose_interval == 0:
             live = [bound[r] for r in range(R) if not failed[r]]
             best = max(live) if live else -math.inf

@@ -1,0 +1,123 @@
+"""Model files: a fitted :class:`~torchgmm.GaussianMixture` saved and loaded without executing code.
+
+The file is a ``torch.save`` archive of plain values only — tensors, numbers,
+strings, lists and dicts — so :func:`load` reads it with
+``torch.load(weights_only=True)``, which refuses anything that would run code
+(unlike pickle). It holds the format version, the library version, the
+constructor parameters and every fitted attribute. Writing goes to a temporary
+file in the same folder, renamed over the target only once complete, so an
+interrupted save never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchgmm import __version__
+
+FORMAT = "torchgmm-model"
+FORMAT_VERSION = 1
+
+_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+_SCALARS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_", "init_lower_bounds_history_")
+
+
+def _plain(value: Any) -> Any:
+    """A value ``torch.load(weights_only=True)`` can read back: tensors for arrays, builtins otherwise."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, torch.device | torch.dtype):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return None  # e.g. a NumPy RandomState: not storable as data; the loaded model gets None
+
+
+def save(estimator: Any, path: str | os.PathLike) -> None:
+    """Write a fitted estimator to ``path`` (see the module docstring for the format)."""
+    estimator._check_is_fitted()
+    params = {name: _plain(value) for name, value in estimator.get_params().items()}
+    fitted = {name: _plain(getattr(estimator, name)) for name in (*_ARRAYS, *_SCALARS)}
+    fitted["init_lower_bounds_"] = _plain(np.asarray(estimator.init_lower_bounds_))
+    fitted["init_converged_"] = _plain(np.asarray(estimator.init_converged_))
+    means = estimator.means_
+    content = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "torchgmm_version": __version__,
+        "params": params,
+        "fitted": fitted,
+        "outputs": "torch" if isinstance(means, torch.Tensor) else "numpy",
+        "device": str(means.device) if isinstance(means, torch.Tensor) else "cpu",
+    }
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(content, f)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device | None = None) -> Any:
+    """Read a model file written by :func:`save`; returns a fitted ``GaussianMixture``.
+
+    Outputs follow what was saved (NumPy arrays, or tensors on the saved
+    device); ``map_location`` puts tensors elsewhere (e.g. ``'cpu'`` for a
+    model fitted on a GPU).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a torchgmm model file (or holds code rather than data).
+    """
+    from torchgmm.estimator import GaussianMixture
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pickle errors, weights_only refusals (code, not data), truncated files
+        reason = (str(exc).splitlines() or [""])[0][:80]
+        raise ValueError(f"{path} is not a readable torchgmm model file ({type(exc).__name__}: {reason}).") from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a torchgmm model file.")
+    if content.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by torchgmm {content.get('torchgmm_version')} in model format "
+            f"{content['format_version']}; this torchgmm ({__version__}) reads format {FORMAT_VERSION}. Upgrade it."
+        )
+    params = dict(content["params"])
+    for name in ("weights_init", "means_init", "precisions_init"):
+        if isinstance(params.get(name), torch.Tensor):
+            params[name] = params[name].numpy()
+    estimator = GaussianMixture(**params)
+    fitted = content["fitted"]
+    as_torch = content["outputs"] == "torch"
+    device = torch.device(map_location) if map_location is not None else torch.device(content["device"])
+    if as_torch and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{path} holds a model on {device}, and CUDA is not available: load it with map_location='cpu'."
+        )
+    for name in _ARRAYS:
+        value = fitted[name]
+        setattr(estimator, name, value.to(device) if as_torch else value.numpy())
+    for name in _SCALARS:
+        setattr(estimator, name, fitted[name])
+    estimator.init_lower_bounds_ = fitted["init_lower_bounds_"].numpy()
+    estimator.init_converged_ = fitted["init_converged_"].numpy()
+    return estimator

@@ -55,3 +55,16 @@ def _single_thread_determinism():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def dense_covariances(gm):
+    """Each component's covariance as a dense (K, D, D) NumPy array."""
+    cov = np.asarray(gm.covariances_, dtype=np.float64)
+    k, d = np.asarray(gm.means_).shape
+    if gm.covariance_type == "full":
+        return cov
+    if gm.covariance_type == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if gm.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    return cov[:, None, None] * np.eye(d)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, identity_precisions, make_blobs
+from conftest import COVARIANCE_TYPES, dense_covariances, identity_precisions, make_blobs
 from scipy.stats import multivariate_normal
 from sklearn.base import clone
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
@@ -44,19 +44,6 @@ def assert_close_within(actual, expected, tolerance, what):
 
 def covariance_shape(covariance_type, k=K, d=D):
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
-
-
-def dense_covariances(gm):
-    """Each component's covariance as a dense (K, D, D) NumPy array."""
-    cov = np.asarray(gm.covariances_, dtype=np.float64)
-    k, d = np.asarray(gm.means_).shape
-    if gm.covariance_type == "full":
-        return cov
-    if gm.covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if gm.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return cov[:, None, None] * np.eye(d)
 
 
 def n_free_parameters(covariance_type, k, d):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, dense_covariances, make_blobs
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
@@ -30,17 +30,6 @@ def fitted(covariance_type: str, seed: int = 0) -> tuple[GaussianMixture, np.nda
     return gm, X
 
 
-def full_covariances(gm: GaussianMixture) -> np.ndarray:
-    c = np.asarray(gm.covariances_)
-    if gm.covariance_type == "full":
-        return c
-    if gm.covariance_type == "tied":
-        return np.broadcast_to(c, (K, D, D))
-    if gm.covariance_type == "diag":
-        return np.stack([np.diag(v) for v in c])
-    return np.stack([v * np.eye(D) for v in c])
-
-
 # ------------------------------------------------------------------------------------ densities
 
 
@@ -50,7 +39,7 @@ def test_log_prob_matches_scipy_and_the_estimator(covariance_type, learnable):
     gm, X = fitted(covariance_type)
     module = gm.to_module(learnable=learnable)
     x = torch.as_tensor(X[:50])
-    covs = full_covariances(gm)
+    covs = dense_covariances(gm)
     components = np.stack(
         [np.log(gm.weights_[k]) + multivariate_normal(gm.means_[k], covs[k]).logpdf(X[:50]) for k in range(K)], -1
     )
@@ -72,7 +61,7 @@ def test_to_distribution_agrees_with_the_module(covariance_type):
     assert isinstance(distribution.component_distribution, torch.distributions.MultivariateNormal)
     torch.testing.assert_close(distribution.log_prob(x), module.log_prob(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(
-        distribution.component_distribution.covariance_matrix, torch.tensor(full_covariances(gm))
+        distribution.component_distribution.covariance_matrix, torch.tensor(dense_covariances(gm))
     )
 
 

@@ -471,13 +471,8 @@ def _plot(args: argparse.Namespace) -> int:
     labels = np.asarray(gm.predict(X))
     means = np.asarray(gm.means_, dtype=np.float64)
     K, D = means.shape
-    covs = np.asarray(gm.covariances_, dtype=np.float64)
-    covs = {
-        "full": lambda c: c,
-        "tied": lambda c: np.broadcast_to(c, (K, D, D)),
-        "diag": lambda c: np.stack([np.diag(v) for v in c]),
-        "spherical": lambda c: np.stack([v * np.eye(D) for v in c]),
-    }[gm.covariance_type](covs)
+    scale_tril = gm.to_module().scale_tril().to(torch.float64)
+    covs = (scale_tril @ scale_tril.mT).numpy()  # every type as dense (K, D, D)
     if D > 2:  # the first two principal components of the data
         centre = X.mean(0)
         _, _, vt = np.linalg.svd(X[:: max(1, len(X) // 100_000)] - centre, full_matrices=False)

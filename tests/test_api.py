@@ -529,7 +529,7 @@ def test_verbose_prints_progress(X, capsys, verbose):
     assert [int(line.split()[1]) for line in iterations] == [1, 2, 3, 4, 5]
     assert all("best lower bound" in line for line in iterations)
     assert all(("time" in line) == (verbose > 1) for line in iterations)
-    assert re.match(r"EM done: 0 converged, 0 failed, 2 stopped at max_iter", lines[-1])
+    assert re.match(r"EM done: 0 converged, 0 failed, 0 repaired, 2 stopped at max_iter", lines[-1])
 
 
 def test_verbose_interval(X, capsys):

@@ -65,9 +65,8 @@ def test_failed_restart_does_not_poison_the_others():
     data = _data(seed=1)
     covariance = get_covariance_type("full")
     params, ok = initialize("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
-    # Restart 1 gets a component far from all data: it becomes empty and, with
-    # reg_covar=0, its covariance is singular.
-    params.means[1, 0] = 1e6
+    # Restart 1 has a non-finite precision factor: its statistics are NaN and it is dropped.
+    params.precisions_cholesky[1, 2, 0, 0] = math.nan
     kwargs = dict(tol=1e-6, reg_covar=0.0, max_iter=100)
     result = run_em(data, params, covariance, ok=ok, **kwargs)
     assert result.failed == [False, True, False]
@@ -78,6 +77,30 @@ def test_failed_restart_does_not_poison_the_others():
         _assert_restart_equal(result, r, single)
         assert all(math.isfinite(v) for v in result.lower_bounds[r])
         assert torch.isfinite(result.params.covariances[r]).all()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_repaired_restart_does_not_touch_the_others(covariance_type):
+    """A component far from all data empties; with reg_covar=0 it is repaired in its restart only."""
+    data = _data(seed=1)
+    covariance = get_covariance_type(covariance_type)
+    params, ok = initialize("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
+    params.means[1, 0] = 1e3
+    kwargs = dict(tol=1e-6, reg_covar=0.0, max_iter=100)
+    result = run_em(data, params, covariance, ok=ok, **kwargs)
+    assert not any(result.failed)
+    assert result.repairs[0] == [] and result.repairs[2] == []
+    if covariance.per_component:
+        first = result.repairs[1][0]
+        assert (first.iteration, first.component, first.action) == (1, 0, "reseeded")
+        assert result.n_iter[1] >= 3  # no convergence is declared across a repair
+    else:  # the shared covariance does not degenerate with one empty component
+        assert result.repairs[1] == []
+    for r in (0, 2):
+        single = run_em(data, params.select(torch.tensor([r])), covariance, **kwargs)
+        _assert_restart_equal(result, r, single)
+    for name in ("weights", "means", "covariances", "precisions_cholesky"):
+        assert torch.isfinite(getattr(result.params, name)).all()
 
 
 def test_estimator_keeps_best_restart():

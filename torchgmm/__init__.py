@@ -1,13 +1,16 @@
 """torchgmm: Gaussian mixture models fitted by batched EM on CPU or CUDA with PyTorch."""
 
 from torchgmm.estimator import GaussianMixture
-from torchgmm.exceptions import ConvergenceWarning, FailedRestartWarning, NotFittedError
+from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning, NotFittedError
 from torchgmm.module import GaussianMixtureModule
+from torchgmm.repair import Repair
 
 __all__ = [
     "GaussianMixture",
     "GaussianMixtureModule",
+    "Repair",
     "ConvergenceWarning",
+    "DegenerateComponentWarning",
     "FailedRestartWarning",
     "NotFittedError",
     "__version__",

@@ -44,18 +44,27 @@ def _flip(matrix: Tensor) -> Tensor:
     return matrix.flip(-2, -1)
 
 
-def _cholesky_precision(covariances: Tensor) -> tuple[Tensor, Tensor]:
+def _cholesky_precision(covariances: Tensor, rtol: float = 0.0) -> tuple[Tensor, Tensor]:
     """Upper-triangular ``P`` with ``P P^T = covariances^-1``, per matrix.
 
     Returns the factors and a boolean mask (over the batch) of the matrices
-    that factorised; the factors of the others are replaced by identities so
-    that no NaN leaks into later arithmetic.
+    that factorised with every pivot at least ``rtol`` times its diagonal
+    entry (below that the matrix is singular to the working precision, and
+    its whitened residuals would be rounding noise). The factors of the others
+    are replaced by identities so that no NaN leaks into later arithmetic.
     """
     lower, info = torch.linalg.cholesky_ex(covariances)
+    pivots = torch.diagonal(lower, dim1=-2, dim2=-1).square()
     ok = (info == 0) & torch.isfinite(lower).all(dim=(-2, -1))
+    ok = ok & (pivots >= rtol * torch.diagonal(covariances, dim1=-2, dim2=-1)).all(-1)
     lower = torch.where(ok[..., None, None], lower, _eye_like(covariances))
     precisions_cholesky = torch.linalg.solve_triangular(lower, _eye_like(covariances).expand_as(lower), upper=False).mT
     return precisions_cholesky, ok
+
+
+def _per_feature(reg_covar: float | Tensor) -> float | Tensor:
+    """A per-covariance ``reg_covar [R, K]`` as a column that broadcasts over features."""
+    return reg_covar.unsqueeze(-1) if isinstance(reg_covar, Tensor) else reg_covar
 
 
 def _pad_ones(X: Tensor) -> Tensor:
@@ -70,6 +79,12 @@ class CovarianceType:
     """
 
     name: str = ""
+    #: One covariance per component; False when all components share one (tied).
+    per_component: bool = True
+
+    def n_covariances(self, n_components: int) -> int:
+        """Number of covariance matrices (or vectors) per restart: ``K``, or 1 when tied."""
+        return n_components if self.per_component else 1
 
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of one restart's covariances (scikit-learn's ``covariances_``)."""
@@ -113,6 +128,10 @@ class CovarianceType:
     def accumulate(self, X: Tensor, prepared: dict[str, Tensor], acc: list[Tensor]) -> None:
         """E-step on one chunk, added in place into ``acc = [log p(x) sum [R], nk, s1, s2]``.
 
+        ``acc[0]`` is float64 (the lower bound must resolve changes far below
+        float32's rounding of a sum over many rows); the others are in the
+        compute dtype.
+
         ``prepared`` comes from :meth:`prepare`. ``s1`` and ``s2`` are about the
         means, ``s2`` possibly in a type-specific coordinate system that
         :meth:`finish_statistics` maps back once the chunks have been summed.
@@ -120,7 +139,9 @@ class CovarianceType:
         means = prepared["means"]
         log_prob = self.log_prob(X, means, prepared["precisions_cholesky"])
         log_prob_norm, resp = normalise_(log_prob.add_(prepared["log_weights"].unsqueeze(-2)))
-        for total, part in zip(acc, (log_prob_norm.sum(-1), *self.statistics(X, resp, means)), strict=True):
+        for total, part in zip(
+            acc, (log_prob_norm.sum(-1, dtype=acc[0].dtype), *self.statistics(X, resp, means)), strict=True
+        ):
             total.add_(part)
 
     def finish_statistics(
@@ -146,12 +167,13 @@ class CovarianceType:
         """
         raise NotImplementedError
 
-    def covariances(self, nk: Tensor, shift: Tensor, scatter: Tensor, reg_covar: float) -> Tensor:
+    def covariances(self, nk: Tensor, shift: Tensor, scatter: Tensor, reg_covar: float | Tensor) -> Tensor:
         """M-step covariances from statistics centred on the previous means.
 
         ``nk [R, K]`` are the (regularised) component masses, ``shift = s1 / nk``
         ``[R, K, D]`` the move of each mean away from the centre, and
-        ``scatter`` the output of :meth:`scatter`. Centring on the previous
+        ``scatter`` the output of :meth:`scatter`. ``reg_covar`` is added to the
+        diagonals: one number, or one per covariance, ``[R, K]`` (``[R, 1]`` tied). Centring on the previous
         means keeps ``scatter / nk - shift shift^T`` free of the catastrophic
         cancellation of ``E[x x^T] - mu mu^T`` in float32.
         """
@@ -161,8 +183,27 @@ class CovarianceType:
         """The scatter about the means that :meth:`covariances` turns into ``covariances`` (its inverse)."""
         raise NotImplementedError
 
+    def factorise(self, covariances: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """Factor the covariances; returns ``(precisions_cholesky, ok [R, K])`` (``[R, 1]`` tied).
+
+        ``ok`` is False for a covariance that is not positive definite, not
+        finite, singular to the precision of ``dtype`` (the compute dtype; by
+        default that of ``covariances``), or whose factor does not fit in
+        ``dtype``. Its factor is a finite placeholder.
+        """
+        raise NotImplementedError
+
     def precisions_cholesky(self, covariances: Tensor) -> tuple[Tensor, Tensor]:
-        """Factor the covariances; returns ``(precisions_cholesky, ok [R])``."""
+        """Factor the covariances; returns ``(precisions_cholesky, ok [R])``, one flag per restart."""
+        precisions_cholesky, ok = self.factorise(covariances)
+        return precisions_cholesky, ok.all(-1)
+
+    def variances(self, covariances: Tensor, n_features: int) -> Tensor:
+        """Each covariance's diagonal, ``[R, K, D]`` (``[R, 1, D]`` when tied)."""
+        raise NotImplementedError
+
+    def principal_axis(self, covariance: Tensor, n_features: int) -> Tensor:
+        """Direction of largest variance of one covariance (no batch axes), one standard deviation long: ``[D]``."""
         raise NotImplementedError
 
     def precisions(self, precisions_cholesky: Tensor) -> Tensor:
@@ -234,7 +275,7 @@ class _Full(CovarianceType):
         Y = _pad_ones(X) @ prepared["whiten"]
         log_prob = torch.add(prepared["constant"], torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
         log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
-        acc[0].add_(log_prob_norm.sum(-1))
+        acc[0].add_(log_prob_norm.sum(-1, dtype=acc[0].dtype))
         nk = resp.sum(1)
         acc[1].add_(nk)
         acc[2].add_(resp.mT @ X).sub_(nk.unsqueeze(-1) * means)
@@ -260,7 +301,7 @@ class _Full(CovarianceType):
 
     def covariances(self, nk, shift, scatter, reg_covar):
         cov = scatter / nk[..., None, None] - shift.unsqueeze(-1) * shift.unsqueeze(-2)
-        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
+        cov.diagonal(dim1=-2, dim2=-1).add_(_per_feature(reg_covar))
         return cov
 
     def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
@@ -271,9 +312,19 @@ class _Full(CovarianceType):
     def _mass(self, nk: Tensor) -> Tensor:
         return nk[..., None, None]
 
-    def precisions_cholesky(self, covariances):
-        P, ok = _cholesky_precision(covariances)
-        return P, ok.all(-1)
+    def factorise(self, covariances, dtype=None):
+        dtype = dtype or covariances.dtype
+        P, ok = _cholesky_precision(covariances, torch.finfo(dtype).eps)
+        ok = ok & torch.isfinite(P.to(dtype)).all(dim=(-2, -1))
+        return P, ok.view(*ok.shape[:1], -1)
+
+    def variances(self, covariances, n_features):
+        variances = torch.diagonal(covariances, dim1=-2, dim2=-1)
+        return variances.view(variances.shape[0], -1, n_features)
+
+    def principal_axis(self, covariance, n_features):
+        values, vectors = torch.linalg.eigh(covariance)
+        return vectors[:, -1] * values[-1].clamp_min(0.0).sqrt()
 
     def precisions(self, precisions_cholesky):
         return precisions_cholesky @ precisions_cholesky.mT
@@ -300,6 +351,7 @@ class _Full(CovarianceType):
 
 class _Tied(_Full):
     name = "tied"
+    per_component = False
 
     def shape(self, n_components, n_features):
         return (n_features, n_features)
@@ -329,11 +381,8 @@ class _Tied(_Full):
     def covariances(self, nk, shift, scatter, reg_covar):
         between = (nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2)).sum(1)
         cov = (scatter - between) / nk.sum(-1)[:, None, None]
-        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
+        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)  # one number, or [R, 1]
         return cov
-
-    def precisions_cholesky(self, covariances):
-        return _cholesky_precision(covariances)
 
     def colour(self, z, precisions_cholesky, component):
         return torch.linalg.solve_triangular(precisions_cholesky, z, upper=True, left=False)
@@ -399,7 +448,7 @@ class _Diag(CovarianceType):
         log_prob_norm, resp = normalise_(features @ prepared["density"])  # [R, n, K]
         moments = resp.mT @ features  # [R, K, F]
         D = X.shape[-1]
-        acc[0].add_(log_prob_norm.sum(-1))
+        acc[0].add_(log_prob_norm.sum(-1, dtype=acc[0].dtype))
         acc[1].add_(moments[..., -1])
         acc[2].add_(moments[..., -1 - D : -1])
         acc[3].add_(moments[..., : -1 - D])
@@ -426,16 +475,30 @@ class _Diag(CovarianceType):
     def covariances(self, nk, shift, scatter, reg_covar):
         # Rounding in the moments can put a (nearly) empty component's variance a
         # hair below zero; the true value never is.
-        return (scatter / nk.unsqueeze(-1) - shift * shift).clamp_min_(0.0) + reg_covar
+        return (scatter / nk.unsqueeze(-1) - shift * shift).clamp_min_(0.0) + _per_feature(reg_covar)
 
     def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
         return (covariances - reg_covar) * nk.unsqueeze(-1)
 
-    def precisions_cholesky(self, covariances):
-        ok = (covariances > 0) & torch.isfinite(covariances)
-        ok = ok.flatten(1).all(-1)
-        safe = torch.where(ok.view(-1, *([1] * (covariances.dim() - 1))), covariances, 1.0)
+    def factorise(self, covariances, dtype=None):
+        dtype = dtype or covariances.dtype
+        # a positive variance is its own pivot; it must also have a finite precision in dtype
+        ok = (covariances > 0) & torch.isfinite(covariances) & torch.isfinite(torch.rsqrt(covariances).to(dtype))
+        ok = self._per_covariance(ok)
+        safe = torch.where(ok.view(*ok.shape, *([1] * (covariances.dim() - ok.dim()))), covariances, 1.0)
         return torch.rsqrt(safe), ok
+
+    def _per_covariance(self, elementwise: Tensor) -> Tensor:
+        return elementwise.all(-1)
+
+    def variances(self, covariances, n_features):
+        return covariances
+
+    def principal_axis(self, covariance, n_features):
+        axis = torch.zeros_like(covariance)
+        largest = covariance.argmax()
+        axis[largest] = covariance[largest].clamp_min(0.0).sqrt()
+        return axis
 
     def precisions(self, precisions_cholesky):
         return precisions_cholesky**2
@@ -485,6 +548,19 @@ class _Spherical(_Diag):
 
     def scatter_from_covariances(self, nk, covariances, reg_covar, n_features):
         return ((covariances - reg_covar) * nk * n_features).unsqueeze(-1)
+
+    def _per_covariance(self, elementwise):
+        return elementwise
+
+    def variances(self, covariances, n_features):
+        return covariances.unsqueeze(-1).expand(*covariances.shape, n_features)
+
+    def principal_axis(self, covariance, n_features):
+        # every direction has the same variance: take the diagonal one
+        return (
+            torch.full((n_features,), 1.0 / math.sqrt(n_features), dtype=covariance.dtype, device=covariance.device)
+            * covariance.clamp_min(0.0).sqrt()
+        )
 
 
 def _check_spd(precision: Tensor, name: str) -> None:

@@ -32,7 +32,9 @@ __all__ = [
     "e_step",
     "statistics_from_resp",
     "m_step",
+    "solve_m_step",
     "chunk_rows",
+    "working_dtype",
 ]
 
 # Statistics are accumulated, and M-steps solved, in float64: a few [R, K, D, D]
@@ -40,6 +42,16 @@ __all__ = [
 # millions of rows would lose digits.
 ACCUMULATE_DTYPE = torch.float64
 _FLUSH_ROWS = 1 << 16
+
+# A variance below this fraction of the data's second moment in its feature (a
+# standard deviation below 1e-6 of the data's) counts as degenerate: with the
+# means folded into the products, a density costs about eps |mu|^2 / var nats
+# of rounding, too much even in float64.
+MIN_RELATIVE_VARIANCE = 1e-12
+
+# Beyond this many nats of rounding in the folded densities (see working_dtype),
+# a float32 pass runs in float64.
+FOLDING_TOLERANCE = 1e-2
 
 
 @dataclass
@@ -166,6 +178,29 @@ def sufficient_statistics(
     return covariance.statistics(X, resp, centre)
 
 
+def working_dtype(params: MixtureParameters, covariance: CovarianceType) -> torch.dtype:
+    """The dtype a pass over the data should compute in: that of ``params``, or float64.
+
+    The E-step folds each mean into its matrix products (``[x, 1] @ [[P], [-mu P]]``
+    for full and tied, ``[x^2, x, 1] @ [-p/2, p mu, c]`` for diag and spherical), so a
+    density carries a rounding error of about ``eps * |mu|_P^2`` nats, the squared
+    Mahalanobis distance of the component's mean from the data mean. That is
+    harmless for clusters within a few hundred standard deviations of each other
+    and garbage for tight clusters far apart (or a float32 component squeezed
+    by a repair): past :data:`FOLDING_TOLERANCE`, float32 passes run in float64.
+    One host synchronisation per pass.
+    """
+    dtype = params.means.dtype
+    if dtype == torch.float64:
+        return dtype
+    means = params.means.to(torch.float64)
+    origin = means.new_zeros(1, means.shape[-1])
+    distance = covariance.mahalanobis(origin, means, params.precisions_cholesky.to(torch.float64))
+    if float(distance.max()) * torch.finfo(dtype).eps > FOLDING_TOLERANCE:
+        return torch.float64
+    return dtype
+
+
 def _accumulate(total: Statistics | None, *parts: Tensor) -> Statistics:
     part = Statistics(*(p.to(ACCUMULATE_DTYPE) for p in parts))
     return part if total is None else total + part
@@ -180,15 +215,17 @@ def e_step(
     """
     R, K, D = params.means.shape
     rows = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, D), data.device, rows)
-    prepared = covariance.prepare(params.weights, params.means, params.precisions_cholesky)
+    work = working_dtype(params, covariance)
+    means, precisions_cholesky = params.means.to(work), params.precisions_cholesky.to(work)
+    prepared = covariance.prepare(params.weights.to(work), means, precisions_cholesky)
     # Chunks add into buffers of the compute dtype (the scatter through the
     # matrix product's own accumulation), flushed into float64 every
     # _FLUSH_ROWS rows, so long passes keep float64-like accuracy.
-    zeros = _zero_statistics(covariance, R, K, D, data.dtype, data.device)
+    zeros = _zero_statistics(covariance, R, K, D, work, data.device)
     partial = [t.clone() for t in zeros]
     total, pending = _accumulate(None, *zeros), 0
     for _, x in data.chunks(rows):
-        covariance.accumulate(x, prepared, partial)
+        covariance.accumulate(x.to(work), prepared, partial)
         pending += x.shape[0]
         if pending >= _FLUSH_ROWS:
             total = _accumulate(total, *partial)
@@ -200,8 +237,10 @@ def e_step(
 
 
 def _zero_statistics(covariance: CovarianceType, R: int, K: int, D: int, dtype, device) -> list[Tensor]:
+    """Zero ``[log p(x) sum, nk, s1, s2]``: the first in float64, the others in ``dtype``."""
     shapes = ((R,), (R, K), (R, K, D), (R, *covariance.scatter_shape(K, D)))
-    return [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes]
+    dtypes = (ACCUMULATE_DTYPE, dtype, dtype, dtype)
+    return [torch.zeros(shape, dtype=t, device=device) for shape, t in zip(shapes, dtypes, strict=True)]
 
 
 def statistics_from_resp(
@@ -211,13 +250,20 @@ def statistics_from_resp(
     covariance: CovarianceType,
     rows: int | None = None,
 ) -> Statistics:
-    """Statistics of given responsibilities, ``resp_fn(start, x) -> [R, n, K]``, about ``centre``."""
+    """Statistics of given responsibilities, ``resp_fn(start, x) -> [R, n, K]``, about ``centre``.
+
+    Computed in float64: this one pass (the initialisation's) has centres that
+    may sit far from the data mean, where the diag and spherical scatter
+    ``sum r x^2 - 2 c sum r x + n_k c^2`` would cancel in float32.
+    """
     R, K, D = centre.shape
     rows = chunk_rows(data.n_samples, R * K * D, data.device, rows)
-    total = _accumulate(None, *_zero_statistics(covariance, R, K, D, data.dtype, data.device))
+    total = _accumulate(None, *_zero_statistics(covariance, R, K, D, ACCUMULATE_DTYPE, data.device))
+    centre64 = centre.to(ACCUMULATE_DTYPE)
     for start, x in data.chunks(rows):
-        stats = sufficient_statistics(x, resp_fn(start, x), centre, covariance)
-        total = _accumulate(total, torch.zeros(R, dtype=x.dtype, device=x.device), *stats)
+        resp = resp_fn(start, x).to(ACCUMULATE_DTYPE)
+        stats = sufficient_statistics(x.to(ACCUMULATE_DTYPE), resp, centre64, covariance)
+        total = _accumulate(total, torch.zeros(R, dtype=ACCUMULATE_DTYPE, device=x.device), *stats)
     distributed.all_reduce_(*total)
     return total
 
@@ -226,7 +272,7 @@ def m_step(
     stats: Statistics,
     centre: Tensor,
     covariance: CovarianceType,
-    reg_covar: float,
+    reg_covar: float | Tensor,
     dtype: torch.dtype,
 ) -> tuple[MixtureParameters, Tensor]:
     """New parameters from statistics taken about ``centre [R, K, D]``.
@@ -235,20 +281,48 @@ def m_step(
     finite, ``reg_covar`` is added to the covariance diagonals, and the weights
     are ``nk / sum(nk)``.
 
+    Parameters
+    ----------
+    reg_covar : float or Tensor of shape (R, K)
+        One value, or one per covariance (``(R, 1)`` when tied).
+    dtype : torch.dtype
+        The compute dtype: the parameters are returned in it, and a covariance
+        singular to its precision counts as failed.
+
     Returns
     -------
     params : MixtureParameters
         In ``dtype``.
-    ok : Tensor of shape (R,), bool
-        False for restarts whose covariances could not be factorised; their
-        parameters are finite placeholders and must not be used.
+    ok : Tensor of shape (R, K), bool
+        ``(R, 1)`` when tied. False for covariances that could not be factorised
+        (see :meth:`CovarianceType.factorise`), with a variance below
+        :data:`MIN_RELATIVE_VARIANCE` of the data's second moment in its
+        feature, or with means that are not finite; their parameters are finite
+        placeholders (see :mod:`torchgmm.repair`).
     """
+    params, ok = solve_m_step(stats, centre, covariance, reg_covar, dtype)
+    return params.map(lambda t: t.to(dtype)), ok
+
+
+def solve_m_step(
+    stats: Statistics,
+    centre: Tensor,
+    covariance: CovarianceType,
+    reg_covar: float | Tensor,
+    dtype: torch.dtype,
+) -> tuple[MixtureParameters, Tensor]:
+    """:func:`m_step` with the parameters left in float64."""
     nk = stats.nk + 10 * torch.finfo(dtype).eps
     shift = stats.s1 / nk.unsqueeze(-1)
     means = centre.to(ACCUMULATE_DTYPE) + shift
     covariances = covariance.covariances(nk, shift, stats.s2, reg_covar)
-    precisions_cholesky, ok = covariance.precisions_cholesky(covariances)
-    ok = ok & torch.isfinite(means).flatten(1).all(-1)
+    precisions_cholesky, ok = covariance.factorise(covariances, dtype)
+    finite_means = torch.isfinite(means.to(dtype)).all(-1)
+    ok = ok & (finite_means if covariance.per_component else finite_means.all(-1, keepdim=True))
     weights = nk / nk.sum(-1, keepdim=True)
-    params = MixtureParameters(weights, means, covariances, precisions_cholesky)
-    return params.map(lambda t: t.to(dtype)), ok
+    variances = covariance.variances(covariances, means.shape[-1])  # [R, K, D] ([R, 1, D] tied)
+    ok = ok & torch.isfinite(variances.to(dtype)).all(-1)  # representable in the compute dtype
+    # The data are centred, so the mixture's second moment per feature is the data's.
+    second_moment = (weights.unsqueeze(-1) * (variances + means.square())).sum(1, keepdim=True)
+    ok = ok & (variances >= MIN_RELATIVE_VARIANCE * second_moment).all(-1)
+    return MixtureParameters(weights, means, covariances, precisions_cholesky), ok

@@ -26,10 +26,11 @@ from torchgmm._validation import (
 )
 from torchgmm.covariance import CovarianceType, get_covariance_type
 from torchgmm.data import DataSource, TensorSource, is_chunked, make_source
-from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp
-from torchgmm.exceptions import ConvergenceWarning, FailedRestartWarning, NotFittedError
+from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp, working_dtype
+from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning, NotFittedError
 from torchgmm.init import INIT_METHODS, initialize
 from torchgmm.online import check_step_sizes, online_em_step, step_size
+from torchgmm.repair import RepairState, describe, repaired_restarts
 from torchgmm.trainer import run_em
 
 __all__ = ["GaussianMixture"]
@@ -52,9 +53,9 @@ def _under_matmul_precision(method):
 
 
 _ILL_DEFINED = (
-    "Fitting the mixture model failed because some components have ill-defined empirical "
-    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
-    "number of components, increase reg_covar, or scale the input data."
+    "Fitting the mixture model failed: every restart produced non-finite statistics or a covariance "
+    "that cannot be represented or factorised even after raising its reg_covar (for instance data so "
+    "large that their squares overflow). Scale the input data."
 )
 
 
@@ -144,7 +145,27 @@ class GaussianMixture:
         Whether each restart converged.
     init_lower_bounds_history_ : list of lists of float
         Every restart's lower bound after each of its iterations.
+    repairs_ : list of Repair
+        Degenerate components of the kept restart that were repaired, in order
+        (see "Degenerate components" below).
+    init_repairs_ : list of lists of Repair
+        The same for every restart.
     n_features_in_ : int
+
+    Notes
+    -----
+    **Degenerate components.** When an M-step gives a covariance that cannot
+    be factorised (a component on one point or on duplicated rows, a constant
+    or duplicated feature, a covariance singular to the compute precision),
+    only that component is repaired and its restart goes on: an empty
+    component is re-seeded by splitting the heaviest component of its
+    restart, any other gets its own ``reg_covar`` raised tenfold until it
+    factorises (it keeps that value for the rest of the fit). A
+    :class:`~torchgmm.DegenerateComponentWarning` summarises what was done,
+    and ``repairs_`` / ``init_repairs_`` list every :class:`~torchgmm.Repair`.
+    Only a restart whose statistics are not finite is dropped
+    (:class:`~torchgmm.FailedRestartWarning`, ``-inf`` in
+    ``init_lower_bounds_``), and ``fit`` raises only when every restart is.
 
     Examples
     --------
@@ -409,6 +430,7 @@ class GaussianMixture:
         if fitted:
             params, _ = self._fitted_parameters(device, dtype, shift)
             step, history = self.n_iter_, list(self.lower_bounds_)
+            previous_repairs = list(getattr(self, "repairs_", []))
         else:
             if data.n_samples < self.n_components:
                 raise ValueError(
@@ -419,16 +441,30 @@ class GaussianMixture:
             generator = make_generator(self.random_state, device)
             if distributed.is_distributed():
                 generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
-            params, ok = self._initial_parameters(data, covariance, inits, generator, n_restarts=1)
+            init_repairs = RepairState.start(1, self.n_components, covariance, self.reg_covar, device)
+            params, ok = self._initial_parameters(
+                data, covariance, inits, generator, n_restarts=1, repairs=init_repairs
+            )
             if ok is not None and not bool(ok.all()):
                 raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
             step, history = 0, []
+            previous_repairs = init_repairs.events[0]
         eta = step_size(step, self.learning_decay, self.learning_offset)
-        new, ok, log_likelihood = online_em_step(data, params, covariance, self.reg_covar, eta, self.batch_size)
+        new, ok, log_likelihood, repairs = online_em_step(
+            data, params, covariance, self.reg_covar, eta, self.batch_size, step=step
+        )
         if not bool(ok.all()):
             raise ValueError(
-                "The online EM update made a covariance impossible to factorise; the model is unchanged. "
-                "Increase reg_covar." + _float32_advice(dtype)
+                "The online EM update gave non-finite statistics or a covariance that could not be repaired; "
+                "the model is unchanged. Scale the input data." + _float32_advice(dtype)
+            )
+        new_repairs = ([] if fitted else previous_repairs) + repairs[0]
+        if new_repairs:
+            warnings.warn(
+                f"Degenerate components were repaired in this update: {describe([new_repairs])}. "
+                "A larger reg_covar, fewer components or float64 data avoid them.",
+                DegenerateComponentWarning,
+                stacklevel=3,
             )
         self._set_fitted(new, covariance, shift, self.means_ if fitted else like)
         self.n_features_in_ = data.n_features
@@ -439,6 +475,8 @@ class GaussianMixture:
         self.init_lower_bounds_ = np.asarray([self.lower_bound_], dtype=np.float64)
         self.init_converged_ = np.zeros(1, dtype=bool)
         self.init_lower_bounds_history_ = [list(self.lower_bounds_)]
+        self.repairs_ = previous_repairs + repairs[0]
+        self.init_repairs_ = [list(self.repairs_)]
         return self
 
     def save(self, path: Any) -> None:
@@ -537,6 +575,7 @@ class GaussianMixture:
         shift = data.shift
 
         warm = self.warm_start and hasattr(self, "converged_")
+        repairs = RepairState.start(1 if warm else self.n_init, self.n_components, covariance, self.reg_covar, device)
         if warm:
             if self.n_features_in_ != n_features:
                 raise ValueError(
@@ -546,7 +585,7 @@ class GaussianMixture:
             params, _ = self._fitted_parameters(device, dtype, shift)
             ok, lower_bound = None, float(self.lower_bound_)
         else:
-            params, ok = self._initial_parameters(data, covariance, inits, generator)
+            params, ok = self._initial_parameters(data, covariance, inits, generator, repairs=repairs)
             lower_bound = -math.inf
 
         result = run_em(
@@ -562,6 +601,7 @@ class GaussianMixture:
             verbose=self.verbose,
             verbose_interval=self.verbose_interval,
             callback=callback,
+            repairs=repairs,
         )
         best = result.best()
         if best is None:
@@ -569,10 +609,19 @@ class GaussianMixture:
         if any(result.failed):
             failed = [r for r, f in enumerate(result.failed) if f]
             warnings.warn(
-                f"{len(failed)} of {len(result.failed)} restarts were dropped because a covariance "
-                f"could not be factorised (restarts {failed}); the best of the others is kept. "
-                "Increase reg_covar to keep them.",
+                f"{len(failed)} of {len(result.failed)} restarts were dropped because their statistics were "
+                f"not finite or a covariance could not be repaired (restarts {failed}); the best of the others "
+                "is kept. Scale the input data to keep them.",
                 FailedRestartWarning,
+                stacklevel=4,
+            )
+        if repaired_restarts(result.repairs):
+            warnings.warn(
+                f"Degenerate components were repaired in {repaired_restarts(result.repairs)} of "
+                f"{len(result.repairs)} restarts ({len(result.repairs[best])} repairs in the kept one): "
+                f"{describe(result.repairs)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
+                "components or float64 data avoid them.",
+                DegenerateComponentWarning,
                 stacklevel=4,
             )
         if not result.converged[best] and self.max_iter > 0:
@@ -592,6 +641,8 @@ class GaussianMixture:
         self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
         self.init_converged_ = np.asarray(result.converged, dtype=bool)
         self.init_lower_bounds_history_ = [list(h) for h in result.lower_bounds]
+        self.init_repairs_ = [list(events) for events in result.repairs]
+        self.repairs_ = list(result.repairs[best])
         self.n_features_in_ = n_features
         if not labels:
             return None
@@ -605,6 +656,7 @@ class GaussianMixture:
         inits: dict[str, Tensor],
         generator: torch.Generator,
         n_restarts: int | None = None,
+        repairs: RepairState | None = None,
     ) -> tuple[MixtureParameters, Tensor | None]:
         R, K = n_restarts or self.n_init, self.n_components
         device, dtype = data.device, data.dtype
@@ -612,7 +664,16 @@ class GaussianMixture:
             params, ok = None, None
         else:
             params, ok = initialize(
-                self.init_params, data, K, R, covariance, self.reg_covar, generator, rows=self.batch_size
+                self.init_params,
+                data,
+                K,
+                R,
+                covariance,
+                self.reg_covar,
+                generator,
+                rows=self.batch_size,
+                state=repairs,
+                covariances_used="precisions_init" not in inits,
             )
         weights = inits.get("weights_init")
         means = inits.get("means_init")
@@ -692,9 +753,11 @@ class GaussianMixture:
         params, _ = self._fitted_parameters(data.device, data.dtype, data.shift)
         K, D = params.means.shape[1:]
         rows = chunk_rows(data.local_samples, covariance.elements_per_row(1, K, D), data.device, self.batch_size)
+        work = working_dtype(params, covariance)
+        params = params.map(lambda t: t.to(work))
         for _, x in data.chunks(rows):
-            log_prob_norm, log_resp = estimate_log_prob_resp(x, params, covariance)
-            yield log_prob_norm.squeeze(0), log_resp.squeeze(0)
+            log_prob_norm, log_resp = estimate_log_prob_resp(x.to(work), params, covariance)
+            yield log_prob_norm.squeeze(0).to(data.dtype), log_resp.squeeze(0).to(data.dtype)
 
     def _checked(self, X: Any) -> tuple[DataSource, Any]:
         """A scanned source for inference on this process's rows (no collectives)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "NotFittedError", "FailedRestartWarning"]
+__all__ = ["ConvergenceWarning", "NotFittedError", "FailedRestartWarning", "DegenerateComponentWarning"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -10,7 +10,11 @@ class ConvergenceWarning(UserWarning):
 
 
 class FailedRestartWarning(UserWarning):
-    """Some restarts were dropped because a covariance could not be factorised."""
+    """Some restarts were dropped: their statistics were not finite, or a covariance could not be repaired."""
+
+
+class DegenerateComponentWarning(UserWarning):
+    """Some components were repaired: their ``reg_covar`` raised, or re-seeded (see :mod:`torchgmm.repair`)."""
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -28,6 +28,7 @@ from torchgmm import distributed
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import DataSource, uniform_hash
 from torchgmm.em import MixtureParameters, Statistics, chunk_rows, m_step, statistics_from_resp
+from torchgmm.repair import RepairState, repair
 
 __all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances"]
 
@@ -216,8 +217,16 @@ def initialize(
     reg_covar: float,
     generator: torch.Generator,
     rows: int | None = None,
+    state: RepairState | None = None,
+    covariances_used: bool = True,
 ) -> tuple[MixtureParameters, Tensor]:
-    """Initial parameters of ``R`` restarts; returns ``(params, ok [R])`` as :func:`m_step`."""
+    """Initial parameters of ``R`` restarts; returns ``(params, ok [R])``.
+
+    Degenerate initial components are repaired as in EM (see
+    :mod:`torchgmm.repair`), recorded as iteration 0 in ``state``;
+    ``ok`` is False for restarts that could not be repaired. With
+    ``covariances_used=False`` (the caller replaces them) nothing is repaired.
+    """
     resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator, rows)
     if resp_fn is None:
         # One row per component: nk = 1 and zero scatter about that row.
@@ -235,4 +244,10 @@ def initialize(
         )
     else:
         stats = statistics_from_resp(data, resp_fn, centre, covariance, rows)
-    return m_step(stats, centre, covariance, reg_covar, data.dtype)
+    R, K = centre.shape[:2]
+    state = state or RepairState.start(R, K, covariance, reg_covar, centre.device)
+    params, ok = m_step(stats, centre, covariance, state.reg_covar, data.dtype)
+    if not covariances_used or bool(ok.all()):
+        return params, ok.all(-1)
+    restarts = torch.arange(R, device=centre.device)
+    return repair(stats, centre, covariance, params, ok, state, restarts, data.dtype, iteration=0)

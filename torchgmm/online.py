@@ -15,12 +15,14 @@ centred, in float64.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from torchgmm._validation import check_scalar
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import DataSource
 from torchgmm.em import MixtureParameters, Statistics, e_step, m_step
+from torchgmm.repair import EMPTY_MASS, Repair, RepairState, repair
 
 __all__ = ["step_size", "check_step_sizes", "online_em_step"]
 
@@ -47,7 +49,8 @@ def online_em_step(
     reg_covar: float,
     eta: float,
     rows: int | None = None,
-) -> tuple[MixtureParameters, Tensor, Tensor]:
+    step: int = 0,
+) -> tuple[MixtureParameters, Tensor, Tensor, list[list[Repair]]]:
     """One stepwise-EM update from the rows of ``data`` (a scanned source).
 
     Parameters
@@ -62,15 +65,21 @@ def online_em_step(
         Weight of this batch in (0, 1]; 1 is a full EM step on the batch alone.
     rows : int, optional
         Rows per chunk.
+    step : int
+        The step's number, recorded in its repairs.
 
     Returns
     -------
     params : MixtureParameters
         Updated parameters, in the dtype of ``params``.
     ok : Tensor of shape (R,), bool
-        False where a covariance could not be factorised.
+        False where the statistics were not finite or a covariance could not be
+        repaired (degenerate components are repaired as in EM,
+        :mod:`torchgmm.repair`, with ``reg_covar`` raised for this step only).
     log_likelihood : Tensor of shape (R,)
         Mean log-likelihood of the batch under the parameters before the update.
+    repairs : list of list of Repair
+        The repairs of this step, per restart.
     """
     stats = e_step(data, params, covariance, rows)  # about params.means, summed over ranks
     n = stats.nk.sum(-1)  # the batch's rows (over all ranks)
@@ -84,5 +93,14 @@ def online_em_step(
         eta * stats.s1 / n[:, None, None],
         (1.0 - eta) * previous + eta * stats.s2 / per_row,
     )
-    new, ok = m_step(blended, params.means, covariance, reg_covar, params.means.dtype)
-    return new, ok, stats.log_likelihood / n
+    dtype = params.means.dtype
+    new, ok = m_step(blended, params.means, covariance, reg_covar, dtype)
+    R, K = params.means.shape[:2]
+    state = RepairState.start(R, K, covariance, reg_covar, params.means.device)
+    if bool(ok.all()):
+        return new, ok.all(-1), stats.log_likelihood / n, state.events
+    restarts = torch.arange(R, device=params.means.device)
+    # the blended masses are fractions of a row: empty is half a row of this batch
+    empty_mass = EMPTY_MASS / float(n.min())
+    new, fixed = repair(blended, params.means, covariance, new, ok, state, restarts, dtype, step, empty_mass)
+    return new, fixed, stats.log_likelihood / n, state.events

@@ -4,8 +4,9 @@ Every iteration advances all restarts still running with one E-step pass over
 the data and one M-step. The only host synchronisation per iteration is the
 copy of the new lower bounds and factorisation flags needed to decide which
 restarts have converged, failed, or go on. Converged restarts keep their
-parameters; a restart whose covariances cannot be factorised is dropped
-without affecting the others.
+parameters. A component whose covariance cannot be factorised is repaired
+within its restart (:mod:`torchgmm.repair`); a restart whose statistics are
+not finite is dropped without affecting the others.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import DataSource
 from torchgmm.em import MixtureParameters, e_step, m_step
+from torchgmm.repair import Repair, RepairState, repair
 
 __all__ = ["EMResult", "run_em"]
 
@@ -41,7 +43,9 @@ class EMResult:
         Iterations run per restart.
     converged : list of bool
     failed : list of bool
-        True where a covariance could not be factorised.
+        True where the statistics were not finite or a covariance could not be repaired.
+    repairs : list of list of Repair
+        Every repair of every restart (see :mod:`torchgmm.repair`), initialisation included.
     """
 
     params: MixtureParameters
@@ -50,6 +54,7 @@ class EMResult:
     n_iter: list[int]
     converged: list[bool]
     failed: list[bool]
+    repairs: list[list[Repair]]
 
     def best(self) -> int | None:
         """Index of the restart with the highest lower bound (first on ties), or None if all failed."""
@@ -73,6 +78,7 @@ def run_em(
     verbose: int = 0,
     verbose_interval: int = 10,
     callback: Callable[[int, int, float], None] | None = None,
+    repairs: RepairState | None = None,
 ) -> EMResult:
     """Run EM on ``R`` restarts at once until each converges, fails or hits ``max_iter``.
 
@@ -101,8 +107,11 @@ def run_em(
     callback : callable, optional
         Called after every iteration as ``callback(iteration, n_running,
         best_lower_bound)``, with values already on the host.
+    repairs : RepairState, optional
+        Per-covariance ``reg_covar`` and repairs so far (from the
+        initialisation); a fresh one at ``reg_covar`` when None. Updated in place.
     """
-    R = params.n_restarts
+    R, K = params.means.shape[:2]
     n_samples = data.n_samples
     device = params.weights.device
     failed = [False] * R if ok is None else [not bool(v) for v in ok.tolist()]
@@ -111,6 +120,9 @@ def run_em(
     n_iter = [0] * R
     converged = [False] * R
     active = [r for r in range(R) if not failed[r]]
+    state = repairs or RepairState.start(R, K, covariance, reg_covar, device)
+    dtype = params.weights.dtype
+    just_repaired: set[int] = set()
     start_time = time.perf_counter()
     if verbose:
         print(f"EM on {len(active)} of {R} restarts, {n_samples} rows, device {device}, {params.weights.dtype}")
@@ -121,11 +133,19 @@ def run_em(
         index = torch.tensor(active, device=device)
         current = params if len(active) == R else params.select(index)
         stats = e_step(data, current, covariance, rows)
-        new, new_ok = m_step(stats, current.means, covariance, reg_covar, params.weights.dtype)
+        new, new_ok = m_step(stats, current.means, covariance, state.reg_covar.index_select(0, index), dtype)
         # The bound is the mean log-likelihood of the parameters before this M-step.
         new_bound = stats.log_likelihood / n_samples
-        new_ok = new_ok & torch.isfinite(new_bound)
-        host_bound, host_ok = torch.stack([new_bound, new_ok.to(new_bound.dtype)]).tolist()
+        host_bound, host_ok = torch.stack([new_bound, new_ok.all(-1).to(new_bound.dtype)]).tolist()
+        repaired_before = [len(state.events[r]) for r in active]
+        if not all(host_ok):
+            new, fixed = repair(stats, current.means, covariance, new, new_ok, state, index, dtype, iteration)
+            host_ok = fixed.tolist()
+        host_ok = [ok and math.isfinite(b) for ok, b in zip(host_ok, host_bound, strict=True)]
+        previously_repaired, just_repaired = (
+            just_repaired,
+            {r for j, r in enumerate(active) if len(state.events[r]) > repaired_before[j]},
+        )
 
         good = [j for j, flag in enumerate(host_ok) if flag]
         if good:
@@ -143,7 +163,8 @@ def run_em(
             history[r].append(host_bound[j])
             n_iter[r] = iteration
             largest_change = max(largest_change, abs(change))
-            if abs(change) < tol:
+            # a change measured across a repair says nothing about convergence
+            if abs(change) < tol and r not in previously_repaired and r not in just_repaired:
                 converged[r] = True
             else:
                 still_active.append(r)
@@ -161,9 +182,10 @@ def run_em(
             )
 
     if verbose:
+        n_repaired = sum(1 for events in state.events if events)
         print(
-            f"EM done: {sum(converged)} converged, {sum(failed)} failed, "
+            f"EM done: {sum(converged)} converged, {sum(failed)} failed, {n_repaired} repaired, "
             f"{R - sum(converged) - sum(failed)} stopped at max_iter, "
             f"time {time.perf_counter() - start_time:.3f}s"
         )
-    return EMResult(params, bound, history, n_iter, converged, failed)
+    return EMResult(params, bound, history, n_iter, converged, failed, state.events)

@@ -267,10 +267,23 @@ def test_cuda_without_a_gpu(tmp_path):
 
 
 def test_fit_failure_exits_one_without_a_model(tmp_path):
-    np.save(tmp_path / "X.npy", np.ones((20, 2)))
-    out = run("fit", str(tmp_path / "X.npy"), "-k", "2", "--reg-covar", "0", "-o", str(tmp_path / "m.pt"))
-    one_error_line(out, "ill-defined empirical covariance")
+    np.save(tmp_path / "X.npy", 1e200 * np.random.default_rng(0).normal(size=(20, 2)))  # squares overflow
+    out = run("fit", str(tmp_path / "X.npy"), "-k", "2", "-o", str(tmp_path / "m.pt"))
+    one_error_line(out, "every restart produced non-finite statistics", "Scale the input data")
     assert out.returncode == 1 and not (tmp_path / "m.pt").exists()
+
+
+def test_degenerate_data_fit_with_a_one_line_warning(tmp_path):
+    """Constant data with reg_covar=0: the component is repaired, the fit succeeds, stderr says so in one line."""
+    np.save(tmp_path / "X.npy", np.ones((20, 2)))
+    out = run("fit", str(tmp_path / "X.npy"), "-k", "2", "--reg-covar", "0", "-q", "-o", str(tmp_path / "m.pt"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert any(
+        line.startswith("torchgmm: warning (DegenerateComponentWarning): Degenerate components") for line in lines
+    )
+    assert all(line.startswith("torchgmm: warning") for line in lines), out.stderr
+    assert (tmp_path / "m.pt").exists()
 
 
 def test_model_file_that_is_not_a_model(blobs, tmp_path):

@@ -16,7 +16,7 @@ from conftest import COVARIANCE_TYPES, dense_covariances, make_blobs
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from torchgmm import ConvergenceWarning, GaussianMixture, GaussianMixtureModule
+from torchgmm import ConvergenceWarning, DegenerateComponentWarning, GaussianMixture, GaussianMixtureModule
 
 K, D = 3, 4
 
@@ -376,7 +376,7 @@ def test_module_partial_fit_errors(module):
         learning_offset=1.0,
     )
     before = {k: v.clone() for k, v in collapsed.state_dict().items()}
-    with pytest.raises(ValueError, match=r"impossible to factorise; increase reg_covar"):
+    with pytest.raises(ValueError, match=r"could not be repaired; the module is unchanged\. Scale the input data"):
         collapsed.partial_fit(1e300 * torch.randn(10, 2, dtype=torch.float64))  # variances overflow
     for name, value in collapsed.state_dict().items():
         torch.testing.assert_close(value, before[name])
@@ -396,8 +396,37 @@ def test_estimator_partial_fit_errors():
     with pytest.raises(ValueError, match=r"Input X contains NaN|contains NaN"):
         gm.partial_fit(np.where(np.arange(3) == 1, np.nan, X))
     assert gm.n_iter_ == 1
-    with pytest.raises(ValueError, match=r"ill-defined empirical covariance"):
-        GaussianMixture(2, reg_covar=0.0, random_state=0).partial_fit(np.repeat([[0.0, 0.0], [1.0, 1.0]], 10, 0))
+    with pytest.raises(ValueError, match=r"every restart produced non-finite statistics"):
+        GaussianMixture(2, random_state=0).partial_fit(1e200 * X)  # squares overflow
+    with pytest.raises(ValueError, match=r"could not be repaired; the model is unchanged"):
+        gm.partial_fit(1e200 * X)
+    assert gm.n_iter_ == 1
+
+
+def test_partial_fit_repairs_collapsed_components():
+    """Two distinct points, two components, reg_covar=0: each component collapses and is regularised."""
+    X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 10, 0)
+    gm = GaussianMixture(2, reg_covar=0.0, random_state=0)
+    with pytest.warns(
+        DegenerateComponentWarning, match=r"repaired in this update: restart 0: component \d regularised"
+    ):
+        gm.partial_fit(X)
+    assert gm.repairs_ and all(r.action == "regularised" and r.reg_covar > 0 for r in gm.repairs_)
+    assert np.isfinite(gm.covariances_).all() and np.isfinite(gm.precisions_cholesky_).all()
+    np.testing.assert_allclose(np.sort(gm.means_[:, 0]), [0.0, 1.0], atol=1e-6)
+    # the module, with a first step of weight 1 (the batch alone)
+    module = GaussianMixtureModule.from_covariances(
+        torch.full((2,), 0.5, dtype=torch.float64),
+        torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64),
+        torch.full((2, 2), 0.01, dtype=torch.float64),
+        "diag",
+        reg_covar=0.0,
+        learning_decay=1.0,
+        learning_offset=1.0,
+    )
+    with pytest.warns(DegenerateComponentWarning, match=r"repaired in this step: restart 0: component \d regularised"):
+        module.partial_fit(torch.as_tensor(X))
+    assert torch.isfinite(module.precisions_cholesky).all() and int(module.n_steps) == 1
 
 
 def test_to_module_needs_a_fitted_estimator():

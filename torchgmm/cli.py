@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,8 +168,10 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
             X = _read_text(file)
     except UsageError:
         raise
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refuses anything but plain tensors and values
+        raise UsageError(f"cannot read {path}: not a tensor saved with torch.save (or it holds code).") from None
     except (OSError, ValueError, RuntimeError, EOFError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
+        raise UsageError(f"cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     if X.ndim != 2:
         raise UsageError(f"{path} holds an array of shape {tuple(X.shape)}; expected rows x columns (2-D).")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -196,6 +200,19 @@ def _write_atomic(path: str, write) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+ARRAY_SUFFIXES = (".npy", ".csv", ".txt", ".tsv")
+
+
+def _check_output(path: str, suffixes: tuple[str, ...] | None = ARRAY_SUFFIXES) -> None:
+    """Fail before any work when ``path`` cannot be written (a file type we do not write, no such folder)."""
+    if suffixes is not None and Path(path).suffix.lower() not in suffixes:
+        raise UsageError(f"cannot write {path}: use a .npy, .csv or .tsv file name.")
+    if not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"cannot write {path}: no such folder.")
+    if Path(path).is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder.")
 
 
 def _write_array(path: str, values: Any) -> None:
@@ -242,6 +259,8 @@ def _read_config(path: str, valid: dict[str, Any]) -> dict[str, Any]:
     for key in config:
         if key not in allowed:
             raise UsageError(f"unknown key {key!r} in config {path}; valid keys: {', '.join(sorted(allowed))}.")
+    if "data" in config and not isinstance(config["data"], str):
+        raise UsageError(f"config {path}: data must be a file name, got {config['data']!r}.")
     return config
 
 
@@ -260,7 +279,21 @@ def _options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, An
 def _device(name: str | None) -> str | None:
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else None
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"invalid device {name!r}: use auto, cpu, cuda or cuda:N.") from None
     return name
+
+
+def _number(options: dict[str, Any], name: str) -> float:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"{name} must be a number, got {value!r}.")
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {value!r}.") from None
 
 
 def _estimator(options: dict[str, Any], n_components: int, covariance_type: str) -> GaussianMixture:
@@ -269,8 +302,8 @@ def _estimator(options: dict[str, Any], n_components: int, covariance_type: str)
         covariance_type=covariance_type,
         n_init=options["n_init"],
         max_iter=options["max_iter"],
-        tol=float(options["tol"]),
-        reg_covar=float(options["reg_covar"]),
+        tol=_number(options, "tol"),
+        reg_covar=_number(options, "reg_covar"),
         init_params=options["init_params"],
         random_state=options["seed"],
         device=_device(options["device"]),
@@ -312,8 +345,14 @@ class Progress:
 
 def _fit(args: argparse.Namespace) -> int:
     options = _options(args, FIT_DEFAULTS)
+    _check_output(args.model, None)
+    for path in (args.labels, args.responsibilities):
+        if path:
+            _check_output(path)
     X, source, species = _load_data(args.data)
-    n_components = options["n_components"] or (3 if species is not None else 2)
+    n_components = options["n_components"]
+    if n_components is None:
+        n_components = 3 if species is not None else 2
     gm = _estimator(options, n_components, options["covariance_type"])
     progress = Progress(options["max_iter"], options["n_init"], args.quiet)
     start = time.perf_counter()
@@ -356,6 +395,8 @@ def _fit(args: argparse.Namespace) -> int:
 def _load_model(path: str, device: str | None) -> GaussianMixture:
     if not Path(path).exists():
         raise UsageError(f"cannot read model {path}: no such file.")
+    if device not in (None, "auto"):
+        _device(device)
     try:
         return GaussianMixture.load(path, map_location=None if device in (None, "auto") else device)
     except (ValueError, OSError) as exc:
@@ -363,6 +404,8 @@ def _load_model(path: str, device: str | None) -> GaussianMixture:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.output:
+        _check_output(args.output)
     gm = _load_model(args.model, args.device)
     X = read_data(args.data)
     values = gm.predict_proba(X) if args.proba else gm.predict(X)
@@ -378,6 +421,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    if args.per_sample:
+        _check_output(args.per_sample)
     gm = _load_model(args.model, args.device)
     X = read_data(args.data)
     if args.per_sample:
@@ -413,6 +458,8 @@ def _parse_range(text: Any) -> list[int]:
 
 def _select(args: argparse.Namespace) -> int:
     options = _options(args, SELECT_DEFAULTS)
+    if args.model:
+        _check_output(args.model, None)
     X, source, _ = _load_data(args.data)
     ks = _parse_range(options["n_components"])
     types = options["covariance_types"]
@@ -463,6 +510,9 @@ def _plot(args: argparse.Namespace) -> int:
         from matplotlib.patches import Ellipse
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install matplotlib") from None
+    if args.dpi < 1:
+        raise UsageError(f"--dpi must be a positive number of dots per inch, got {args.dpi}.")
+    _check_output(args.output, None)
     gm = _load_model(args.model, "cpu")
     X, source, _ = _load_data(args.data)
     X = np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
@@ -599,10 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr, without the source line Python shows by default."""
+    print(f"torchgmm: warning ({category.__name__}): {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except UsageError as exc:
         print(f"torchgmm: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ mini-batches.
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from typing import Any
 
 import torch
@@ -24,7 +26,9 @@ from torchgmm._validation import check_scalar
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import MixtureParameters
+from torchgmm.exceptions import DegenerateComponentWarning
 from torchgmm.online import check_step_sizes, online_em_step, step_size
+from torchgmm.repair import describe
 
 __all__ = ["GaussianMixtureModule"]
 
@@ -160,7 +164,15 @@ class GaussianMixtureModule(nn.Module):
             If a covariance is not symmetric positive definite.
         """
         covariance = get_covariance_type(covariance_type)
-        covariances = torch.as_tensor(covariances)
+        covariances, means_t = _float_tensor("covariances", covariances), _float_tensor("means", means)
+        if means_t.dim() == 2:  # (otherwise the constructor names the problem)
+            K, D = means_t.shape
+            expected = covariance.shape(K, D)
+            if tuple(covariances.shape) != expected:
+                raise ValueError(
+                    f"covariances must have shape {expected} for {covariance.name} covariances with {K} components "
+                    f"and {D} features, got {tuple(covariances.shape)}."
+                )
         P, ok = covariance.precisions_cholesky(covariances.unsqueeze(0))
         if not bool(ok.all()):
             raise ValueError(f"The {covariance_type} covariances must be symmetric positive definite.")
@@ -262,8 +274,9 @@ class GaussianMixtureModule(nn.Module):
         Differentiable with respect to the means and covariances (reparametrised);
         the labels are drawn from the weights.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
+        n_samples = int(n_samples)
         weights, means = self.weights, self.means
         labels = torch.multinomial(weights.detach(), n_samples, replacement=True, generator=generator)
         z = torch.randn(n_samples, self.n_features, generator=generator, dtype=means.dtype, device=means.device)
@@ -289,6 +302,8 @@ class GaussianMixtureModule(nn.Module):
         x = self._check_input(x)
         if x.dim() != 2:
             raise ValueError(f"partial_fit expects a batch of shape (n, {self.n_features}), got {tuple(x.shape)}.")
+        if x.shape[0] == 0:
+            raise ValueError(f"partial_fit needs at least one row, got a batch of shape {tuple(x.shape)}.")
         data = scanned(x.detach())
         shift = data.shift.to(self.means.dtype)
         covariance = self._covariance
@@ -300,11 +315,19 @@ class GaussianMixtureModule(nn.Module):
             P,
         )
         eta = step_size(int(self.n_steps), self.learning_decay, self.learning_offset)
-        new, ok, log_likelihood = online_em_step(data, params, covariance, self.reg_covar, eta)
+        new, ok, log_likelihood, repairs = online_em_step(
+            data, params, covariance, self.reg_covar, eta, step=int(self.n_steps)
+        )
         if not bool(ok.all()):
             raise ValueError(
-                "The online EM step made a covariance impossible to factorise; increase reg_covar "
-                f"(now {self.reg_covar})."
+                "The online EM step gave non-finite statistics or a covariance that could not be repaired; "
+                f"the module is unchanged. Scale the input data or increase reg_covar (now {self.reg_covar})."
+            )
+        if repairs[0]:
+            warnings.warn(
+                f"Degenerate components were repaired in this step: {describe(repairs)}.",
+                DegenerateComponentWarning,
+                stacklevel=2,
             )
         self._assign("weights", new.weights[0])
         self._assign("means", new.means[0] + shift)
@@ -319,14 +342,26 @@ class GaussianMixtureModule(nn.Module):
             getattr(self, name).copy_(value)
 
 
+def _float_tensor(name: str, value: Any) -> Tensor:
+    """``value`` as a detached floating-point tensor; ``TypeError`` naming ``name`` otherwise."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).splitlines() or [""])[0]
+        kind = type(value).__name__
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got a {kind} that torch cannot convert ({reason})."
+        ) from None
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}.")
+    return tensor.detach()
+
+
 def _check_parameters(covariance, weights: Any, means: Any, precisions_cholesky: Any) -> tuple[Tensor, Tensor, Tensor]:
-    tensors = []
-    for name, value in (("weights", weights), ("means", means), ("precisions_cholesky", precisions_cholesky)):
-        value = torch.as_tensor(value)
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}.")
-        tensors.append(value.detach())
-    weights, means, P = tensors
+    weights, means, P = (
+        _float_tensor(name, value)
+        for name, value in (("weights", weights), ("means", means), ("precisions_cholesky", precisions_cholesky))
+    )
     if means.dim() != 2:
         raise ValueError(f"means must have shape (n_components, n_features), got {tuple(means.shape)}.")
     K, D = means.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import secrets
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,11 @@ def resolve_dtype(dtype: Any, X: Tensor | None = None) -> torch.dtype:
             key = np.dtype(dtype).name
         except TypeError:
             key = dtype
-    if key not in _FLOAT_DTYPES:
+    try:
+        known = key in _FLOAT_DTYPES
+    except TypeError:  # unhashable, e.g. a list
+        known = False
+    if not known:
         raise ValueError(f"Invalid value for 'dtype': {dtype!r}. Use None, 'float32' or 'float64'.")
     return _FLOAT_DTYPES[key]
 
@@ -74,7 +79,10 @@ def as_tensor(X: Any, name: str = "X") -> Tensor:
                 raise ValueError(f"{name} must contain numbers, got an array of dtype object.") from None
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must contain numbers, got an array of dtype {arr.dtype}.")
-        t = torch.as_tensor(arr)
+        with warnings.catch_warnings():
+            # a read-only array (a memory map, say) is only ever read: torch's warning would be noise
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.as_tensor(arr)
     if t.is_complex():
         raise ValueError(f"{name} must contain real numbers, got dtype {t.dtype}.")
     return t

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -256,6 +256,11 @@ class ArraySource(DataSource):
 
     def __init__(self, X: Any) -> None:
         super().__init__()
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) != 2:
+            raise ValueError(
+                f"Expected a 2-D array of shape (n_samples, n_features) for {self.name}, got shape {tuple(shape)}."
+            )
         self.X = X
 
     def _read(self, rows):
@@ -287,6 +292,8 @@ class MemmapSource(DataSource):
         self.shape, self.array_dtype = X.shape, X.dtype
 
     def _read(self, rows):
+        if self.array_dtype.kind not in "biuf":
+            raise ValueError(f"{self.name} must contain numbers, got an array of dtype {self.array_dtype}.")
         n, d = self.shape
         row_bytes = d * self.array_dtype.itemsize
         fd = os.open(self.filename, os.O_RDONLY)
@@ -332,10 +339,13 @@ def _as_chunk(chunk: Any) -> Tensor:
     else:
         arr = np.asarray(chunk)
         if arr.dtype.kind not in "biuf":
-            raise ValueError(f"chunks must contain numbers, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+            raise ValueError(f"chunks must contain numbers, got dtype {arr.dtype}.")
+        # a copy where the array is read-only (torch warns about those) or not C-ordered; a scalar stays
+        # 0-D (ascontiguousarray would make it a row), so the first pass refuses it as not 2-D
+        contiguous = arr.flags.c_contiguous and arr.flags.writeable
+        t = torch.from_numpy(arr if contiguous else np.array(arr, order="C"))
     if t.is_complex():
-        raise ValueError(f"chunks must contain real numbers, got dtype {t.dtype}")
+        raise ValueError(f"chunks must contain real numbers, got dtype {t.dtype}.")
     if t.dim() == 1:
         t = t.unsqueeze(0)  # a single row (a map-style Dataset read item by item)
     return t
@@ -351,8 +361,8 @@ def is_chunked(X: Any) -> bool:
         return True
     if isinstance(X, (list, tuple)):
         return bool(X) and isinstance(X[0], (Tensor, np.ndarray)) and np.ndim(X[0]) == 2
-    if isinstance(X, (str, bytes)) or type(X).__module__.startswith("scipy.sparse"):
-        return False  # (sparse input is refused by the array checks, with advice)
+    if isinstance(X, (str, bytes, Mapping)) or type(X).__module__.startswith("scipy.sparse"):
+        return False  # (sparse input and mappings are refused by the array checks, with advice)
     # array-likes read by row slices (h5py, zarr, data frames, ...), or iterables of chunks
     return (hasattr(X, "__len__") and hasattr(X, "__getitem__")) or hasattr(X, "__iter__")
 

@@ -11,7 +11,9 @@ interrupted save never leaves a half-written model.
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,11 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
         "device": str(means.device) if isinstance(means, torch.Tensor) else "cpu",
     }
     path = Path(path)
+    # checked here so the error names the model file's folder, not the temporary file
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -83,24 +90,46 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     Raises
     ------
     ValueError
-        If the file is not a torchgmm model file (or holds code rather than data).
+        If the file is not a torchgmm model file (or holds code rather than data),
+        or ``map_location`` is not a device.
     """
-    from torchgmm.estimator import GaussianMixture
-
+    if map_location is not None:
+        try:
+            torch.device(map_location)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"Invalid value for 'map_location': {map_location!r}. Use None, 'cpu', 'cuda' or 'cuda:N'."
+            ) from None
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # pickle errors, weights_only refusals (code, not data), truncated files
         reason = (str(exc).splitlines() or [""])[0][:80]
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text is advice on loading it unsafely
+            reason = "not plain tensors and values saved with torch.save"
         raise ValueError(f"{path} is not a readable torchgmm model file ({type(exc).__name__}: {reason}).") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise ValueError(f"{path} is not a torchgmm model file.")
-    if content.get("format_version", 0) > FORMAT_VERSION:
+    version = content.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{path} is a damaged torchgmm model file: its format version is {version!r}.")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} was written by torchgmm {content.get('torchgmm_version')} in model format "
             f"{content['format_version']}; this torchgmm ({__version__}) reads format {FORMAT_VERSION}. Upgrade it."
         )
+    try:
+        return _estimator(content, path, map_location)
+    except (KeyError, TypeError, AttributeError) as exc:  # a missing or malformed entry
+        reason = (str(exc).splitlines() or [""])[0][:80]
+        raise ValueError(f"{path} is a damaged torchgmm model file ({type(exc).__name__}: {reason}).") from None
+
+
+def _estimator(content: dict, path: Any, map_location: Any) -> Any:
+    """The fitted estimator a model file's content describes."""
+    from torchgmm.estimator import GaussianMixture
+
     params = dict(content["params"])
     for name in ("weights_init", "means_init", "precisions_init"):
         if isinstance(params.get(name), torch.Tensor):

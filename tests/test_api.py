@@ -104,6 +104,8 @@ def test_get_params_lists_constructor_arguments():
         "matmul_precision",
         "learning_decay",
         "learning_offset",
+        "checkpoint_path",
+        "checkpoint_interval",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

@@ -34,6 +34,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchgmm
+import torchgmm.memory
+import torchgmm.online
+import torchgmm.trainer
 from torchgmm import GaussianMixture, GaussianMixtureModule, cli
 
 DOC = Path(__file__).parents[1] / "docs" / "errors.md"
@@ -396,6 +399,62 @@ def _load_without_cuda(path: Path) -> None:
         GaussianMixture.load(path)
 
 
+def _checkpoint() -> Path:
+    """The checkpoint of ``_fit()`` interrupted after its second iteration."""
+
+    def make() -> Path:
+        path = _path("fit.ckpt")
+
+        def interrupt(iteration, running, best):
+            if iteration == 2:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(KeyboardInterrupt):
+            GaussianMixture(2, max_iter=5, checkpoint_path=path).fit(X, callback=interrupt)
+        return path
+
+    return _once("checkpoint", make)
+
+
+def _checkpoint_with(name: str, change: Callable[[dict], None]) -> Path:
+    content = torch.load(_checkpoint(), weights_only=True)
+    change(content)
+    return _torch_file(name, content)
+
+
+def _given_means(content: dict) -> None:
+    """A checkpoint of a fit that was given ``means_init`` (this one is not)."""
+    content["fit"]["means_init"] = torch.zeros(2, 2, dtype=torch.float64)
+
+
+def _out_of_memory_in(target: str, call: Callable[[], Any], fails_after: int = 0) -> None:
+    """``call`` with ``target`` running out of memory (the CPU allocator's error) after ``fails_after`` calls."""
+    real, calls = _resolve(target), []
+
+    def no_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > fails_after:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes.")
+        return real(*args, **kwargs)
+
+    with warnings.catch_warnings(), mock.patch(target, no_memory):
+        warnings.simplefilter("ignore")
+        call()
+
+
+def _resolve(target: str) -> Any:
+    module, name = target.rsplit(".", 1)
+    return getattr(sys.modules[module], name)
+
+
+def _out_of_memory_distributed() -> None:
+    def no_memory(rows: int) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    with mock.patch.object(torchgmm.distributed, "is_distributed", return_value=True):
+        torchgmm.memory.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
+
+
 CASES: dict[str, Callable[[], Any]] = {
     # -- estimator parameters
     "n-components-type": lambda: _each(
@@ -472,6 +531,11 @@ CASES: dict[str, Callable[[], Any]] = {
     "learning-offset-type": lambda: _step_size_parameter("learning_offset", "2"),
     "learning-offset-range": lambda: _step_size_parameter("learning_offset", 0.5),
     "learning-offset-not-finite": lambda: _step_size_parameter("learning_offset", math.inf),
+    "checkpoint-interval-type": lambda: _parameter("checkpoint_interval", 2.5),
+    "checkpoint-interval-range": lambda: _parameter("checkpoint_interval", 0),
+    "checkpoint-path-type": lambda: _parameter("checkpoint_path", 3),
+    "checkpoint-path-folder": lambda: _parameter("checkpoint_path", _path("")),
+    "checkpoint-path-no-folder": lambda: _parameter("checkpoint_path", _no_folder("fit.ckpt")),
     "set-params-unknown": lambda: GaussianMixture(2).set_params(tol=0.5, n_component=3),
     # -- initial parameters
     "weights-init-shape": lambda: _each(
@@ -717,6 +781,47 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: GaussianMixture.load(_model_file(), map_location="gpu"),
         lambda: GaussianMixture.load(_model_file(), map_location=[1]),
     ),
+    # -- checkpoints and memory
+    "checkpoint-unreadable": lambda: _each(
+        lambda: _parameter("checkpoint_path", _bytes("garbage.ckpt", b"not a torch file")),
+        lambda: _parameter(
+            "checkpoint_path", _torch_file("code.ckpt", {"format": "torchgmm-checkpoint", "x": _Code()})
+        ),
+    ),
+    "checkpoint-not-checkpoint": lambda: _each(
+        lambda: _parameter("checkpoint_path", _model_file()),
+        lambda: _parameter("checkpoint_path", _torch_file("tensor.ckpt", torch.ones(3))),
+    ),
+    "checkpoint-format-version": lambda: _parameter(
+        "checkpoint_path", _checkpoint_with("future.ckpt", lambda content: content.update(format_version=2))
+    ),
+    "checkpoint-damaged": lambda: _each(
+        lambda: _parameter("checkpoint_path", _checkpoint_with("no-state.ckpt", lambda c: c.update(state=[1, 2]))),
+        lambda: _parameter("checkpoint_path", _checkpoint_with("no-params.ckpt", lambda c: c["state"].pop("params"))),
+        lambda: _parameter(
+            "checkpoint_path",
+            _checkpoint_with("bad-means.ckpt", lambda c: c["state"]["params"].update(means=torch.zeros(1, 2, 5))),
+        ),
+    ),
+    "checkpoint-other-fit": lambda: _each(
+        lambda: _parameter("checkpoint_path", _checkpoint(), n_components=3),
+        lambda: _parameter("checkpoint_path", _checkpoint(), tol=1e-2),
+        lambda: GaussianMixture(2, max_iter=5, checkpoint_path=_checkpoint()).fit(X[1:]),
+        lambda: GaussianMixture(2, max_iter=5, checkpoint_path=_checkpoint()).fit(X.astype(np.float32)),
+        lambda: _parameter("checkpoint_path", _checkpoint(), means_init=X[:2]),
+        lambda: _parameter("checkpoint_path", _checkpoint_with("with-init.ckpt", lambda c: _given_means(c))),
+    ),
+    "checkpoint-other-data": lambda: GaussianMixture(2, max_iter=5, checkpoint_path=_checkpoint()).fit(X + 1),
+    "out-of-memory": lambda: _each(
+        lambda: _out_of_memory_in("torchgmm.trainer.m_step", lambda: _fit()),
+        lambda: _out_of_memory_in("torchgmm.estimator.working_dtype", lambda: _fitted().predict(X)),
+        lambda: _out_of_memory_in("torchgmm.online.m_step", lambda: GaussianMixture(2).partial_fit(X)),
+    ),
+    "out-of-memory-one-row": lambda: _each(
+        lambda: _out_of_memory_in("torchgmm.estimator.estimate_log_prob_resp", lambda: _fitted().predict(X)),
+        lambda: _out_of_memory_in("torchgmm.trainer.e_step", lambda: _fit()),
+    ),
+    "out-of-memory-distributed": lambda: _out_of_memory_distributed(),
     # -- command line
     "cli-data-missing": lambda: _every_command(_path("missing.csv")),
     "cli-data-folder": lambda: _every_command(_path("")),
@@ -846,6 +951,7 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("score", _model_file(), _npy("X3.npy", X3)),
     ],
     "cli-select-nothing-fitted": lambda: _cli("select", _data(), "-k", "1", "--n-init", "0"),
+    "cli-checkpoint-other-fit": lambda: _cli("fit", _data(), "-k", "3", "--checkpoint", _checkpoint(), *_out()),
 }
 
 

@@ -1,7 +1,14 @@
 """torchgmm: Gaussian mixture models fitted by batched EM on CPU or CUDA with PyTorch."""
 
 from torchgmm.estimator import GaussianMixture
-from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning, NotFittedError
+from torchgmm.exceptions import (
+    ConvergenceWarning,
+    DegenerateComponentWarning,
+    FailedRestartWarning,
+    NotFittedError,
+    OutOfMemoryError,
+    OutOfMemoryWarning,
+)
 from torchgmm.module import GaussianMixtureModule
 from torchgmm.repair import Repair
 
@@ -13,6 +20,8 @@ __all__ = [
     "DegenerateComponentWarning",
     "FailedRestartWarning",
     "NotFittedError",
+    "OutOfMemoryError",
+    "OutOfMemoryWarning",
     "__version__",
 ]
 

@@ -48,6 +48,8 @@ FIT_DEFAULTS: dict[str, Any] = {
     "dtype": None,
     "batch_size": None,
     "matmul_precision": None,
+    "checkpoint": None,
+    "checkpoint_interval": 10,
 }
 SELECT_DEFAULTS: dict[str, Any] = {
     **FIT_DEFAULTS,
@@ -55,7 +57,8 @@ SELECT_DEFAULTS: dict[str, Any] = {
     "covariance_types": "full,diag",
     "criterion": "bic",
 }
-del SELECT_DEFAULTS["covariance_type"]
+for _name in ("covariance_type", "checkpoint", "checkpoint_interval"):  # one fit's options
+    del SELECT_DEFAULTS[_name]
 
 
 class UsageError(Exception):
@@ -310,6 +313,8 @@ def _estimator(options: dict[str, Any], n_components: int, covariance_type: str)
         dtype=options["dtype"],
         batch_size=options["batch_size"],
         matmul_precision=options["matmul_precision"],
+        checkpoint_path=options.get("checkpoint"),
+        checkpoint_interval=options.get("checkpoint_interval", 10),
     )
 
 
@@ -354,6 +359,9 @@ def _fit(args: argparse.Namespace) -> int:
     if n_components is None:
         n_components = 3 if species is not None else 2
     gm = _estimator(options, n_components, options["covariance_type"])
+    args.checkpoint = options["checkpoint"]
+    if args.checkpoint and Path(args.checkpoint).is_file() and not args.quiet:
+        print(f"resuming from checkpoint {args.checkpoint}", file=sys.stderr)
     progress = Progress(options["max_iter"], options["n_init"], args.quiet)
     start = time.perf_counter()
     try:
@@ -614,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "-o", "--model", default="torchgmm-model.pt", help="model file to write (default torchgmm-model.pt)"
     )
+    fit.add_argument(
+        "--checkpoint",
+        help="save the EM state to this file as it runs and on Ctrl-C; if it exists, resume from it "
+        "(deleted once the fit finishes)",
+    )
+    fit.add_argument("--checkpoint-interval", type=int, help="EM iterations between checkpoints (default 10)")
     fit.add_argument("--labels", help="also write each row's component (.npy, .csv or .tsv)")
     fit.add_argument("--responsibilities", help="also write each row's responsibilities (.npy, .csv or .tsv)")
     fit.set_defaults(func=_fit)
@@ -670,7 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"torchgmm: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("torchgmm: interrupted; no model file was written.", file=sys.stderr)
+        checkpoint = getattr(args, "checkpoint", None) or ""
+        saved = (
+            f" The EM state is in {checkpoint}: run the same command to resume." if Path(checkpoint).is_file() else ""
+        )
+        print(f"torchgmm: interrupted; no model file was written.{saved}", file=sys.stderr)
         return 130
 
 

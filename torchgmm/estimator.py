@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
+import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,27 +30,47 @@ from torchgmm._validation import (
 from torchgmm.covariance import CovarianceType, get_covariance_type
 from torchgmm.data import DataSource, TensorSource, is_chunked, make_source
 from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp, working_dtype
-from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning, NotFittedError
+from torchgmm.exceptions import (
+    ConvergenceWarning,
+    DegenerateComponentWarning,
+    FailedRestartWarning,
+    NotFittedError,
+    OutOfMemoryError,
+)
 from torchgmm.init import INIT_METHODS, initialize
+from torchgmm.memory import is_out_of_memory, out_of_memory_error, retry_with_fewer_rows
 from torchgmm.online import check_step_sizes, online_em_step, step_size
 from torchgmm.repair import RepairState, describe, repaired_restarts
-from torchgmm.trainer import run_em
+from torchgmm.trainer import EMState, run_em
 
 __all__ = ["GaussianMixture"]
 
 
-def _under_matmul_precision(method):
-    """Run an estimator method under its ``matmul_precision`` (see :func:`torchgmm._math.matmul_precision`).
+def _entry_point(method):
+    """A public method: run under the estimator's ``matmul_precision``, with clear out-of-memory errors.
 
-    Only full and tied covariances take it: their products are centred (whitened
-    residuals), while the diag and spherical densities expand ``x^2 p - 2 x mu p +
-    mu^2 p``, whose cancellation TF32's 10-bit mantissa would turn into noise.
+    Only full and tied covariances take the precision (see
+    :func:`torchgmm._math.matmul_precision`): their products are centred
+    (whitened residuals), while the diag and spherical densities expand ``x^2 p -
+    2 x mu p + mu^2 p``, whose cancellation TF32's 10-bit mantissa would turn
+    into noise. Passes over the data retry smaller chunks when memory runs out
+    (:mod:`torchgmm.memory`); running out anywhere else raises
+    :class:`~torchgmm.OutOfMemoryError` saying what to change. Either way the
+    fitted attributes are set only at the end, so they stay as they were.
     """
 
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
-        with matmul_precision(self.matmul_precision, applies=self.covariance_type in ("full", "tied")):
-            return method(self, *args, **kwargs)
+        try:
+            with matmul_precision(self.matmul_precision, applies=self.covariance_type in ("full", "tied")):
+                return method(self, *args, **kwargs)
+        except OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            device = self.device if self.device is not None else "the device"
+            raise out_of_memory_error(device, method.__name__.strip("_")) from exc
 
     return wrapped
 
@@ -120,6 +143,17 @@ class GaussianMixture:
         Step sizes of :meth:`partial_fit` (stepwise EM): batch ``t`` (from 0)
         gets weight ``(t + learning_offset) ** -learning_decay``; a decay in
         (0.5, 1] makes the running statistics converge.
+    checkpoint_path : str or os.PathLike, default=None
+        A file for :meth:`fit` to save its EM state in every
+        ``checkpoint_interval`` iterations, after the initialisation, and when
+        it stops with an error or an interrupt (Ctrl-C). If the file exists
+        when ``fit`` starts, the fit resumes from it and ends exactly as an
+        uninterrupted fit would (same data, device and ``batch_size``); a file
+        of another fit, other parameters or other data is refused. Deleted when
+        the fit finishes. Under ``torch.distributed``, rank 0 writes it and
+        every rank reads it, so it must be on a file system they share.
+    checkpoint_interval : int, default=10
+        EM iterations between checkpoints.
 
     Attributes
     ----------
@@ -203,6 +237,8 @@ class GaussianMixture:
         matmul_precision: str | None = None,
         learning_decay: float = 0.7,
         learning_offset: float = 2.0,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_interval: int = 10,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -224,6 +260,8 @@ class GaussianMixture:
         self.matmul_precision = matmul_precision
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_interval = checkpoint_interval
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -289,6 +327,18 @@ class GaussianMixture:
         check_scalar(self.verbose_interval, "verbose_interval", int, low=1)
         if self.batch_size is not None:
             check_scalar(self.batch_size, "batch_size", int, low=1)
+        check_scalar(self.checkpoint_interval, "checkpoint_interval", int, low=1)
+        if self.checkpoint_path is not None:
+            if not isinstance(self.checkpoint_path, (str, os.PathLike)):
+                raise TypeError(
+                    "'checkpoint_path' must be None, a str or an os.PathLike, got "
+                    f"{type(self.checkpoint_path).__name__}."
+                )
+            path = Path(self.checkpoint_path)
+            if path.is_dir():
+                raise ValueError(f"checkpoint_path {str(path)!r} is a folder; give a file name inside it.")
+            if not path.resolve().parent.is_dir():
+                raise ValueError(f"checkpoint_path {str(path)!r}: its folder does not exist.")
         if self.init_params not in INIT_METHODS:
             raise ValueError(
                 f"Invalid value for 'init_params': {self.init_params!r}. It must be one of {list(INIT_METHODS)}."
@@ -344,7 +394,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ fitting
 
-    @_under_matmul_precision
+    @_entry_point
     def fit(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> GaussianMixture:
         """Fit the mixture by EM, running ``n_init`` restarts at once.
 
@@ -364,7 +414,7 @@ class GaussianMixture:
         self._fit(X, labels=False, callback=callback)
         return self
 
-    @_under_matmul_precision
+    @_entry_point
     def fit_predict(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> Any:
         """Fit the mixture, then return the label of each sample (as ``fit(X).predict(X)``).
 
@@ -377,7 +427,7 @@ class GaussianMixture:
         """
         return self._fit(X, labels=True, callback=callback)
 
-    @_under_matmul_precision
+    @_entry_point
     def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
         """One stepwise-EM update from the mini-batch ``X`` (online EM).
 
@@ -575,36 +625,61 @@ class GaussianMixture:
         shift = data.shift
 
         warm = self.warm_start and hasattr(self, "converged_")
-        repairs = RepairState.start(1 if warm else self.n_init, self.n_components, covariance, self.reg_covar, device)
-        if warm:
-            if self.n_features_in_ != n_features:
-                raise ValueError(
-                    f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
-                    f"{self.n_features_in_} features."
-                )
-            params, _ = self._fitted_parameters(device, dtype, shift)
-            ok, lower_bound = None, float(self.lower_bound_)
+        if warm and self.n_features_in_ != n_features:
+            raise ValueError(
+                f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
+                f"{self.n_features_in_} features."
+            )
+        checkpoint = self._checkpoint(data, inits, warm)
+        resumed = checkpoint.load() if checkpoint is not None else None
+        distributed.check_same(resumed_from_checkpoint=resumed is not None)
+        if resumed is not None:
+            plain, data.shift = resumed  # the state's parameters are centred on the saved mean
+            try:
+                state = EMState.from_plain(plain, device, dtype)
+                expected = (1 if warm else self.n_init, self.n_components, n_features)
+                if tuple(state.params.means.shape) != expected or len(state.lower_bound) != expected[0]:
+                    raise ValueError(f"its means have shape {tuple(state.params.means.shape)}, not {expected}")
+            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+                raise checkpoint.damaged(exc) from None
+            if self.verbose:
+                print(f"Resuming from {checkpoint.path} after iteration {state.iteration}")
+        elif warm:
+            params, _ = self._fitted_parameters(device, dtype, data.shift)
+            state = EMState.start(params, covariance, self.reg_covar, lower_bound=float(self.lower_bound_))
         else:
+            repairs = RepairState.start(self.n_init, self.n_components, covariance, self.reg_covar, device)
             params, ok = self._initial_parameters(data, covariance, inits, generator, repairs=repairs)
-            lower_bound = -math.inf
+            state = EMState.start(params, covariance, self.reg_covar, ok, repairs=repairs)
+        save = None
+        if checkpoint is not None and distributed.rank() == 0:
+
+            def save(state: EMState) -> None:
+                checkpoint.save(state.to_plain())
+
+            if resumed is None:
+                save(state)  # the initialisation is not redone on resume
+        shift = data.shift
 
         result = run_em(
             data,
-            params,
+            state.params,
             covariance,
             tol=self.tol,
             reg_covar=self.reg_covar,
             max_iter=self.max_iter,
-            ok=ok,
-            lower_bound=lower_bound,
             rows=self.batch_size,
             verbose=self.verbose,
             verbose_interval=self.verbose_interval,
             callback=callback,
-            repairs=repairs,
+            resume=state,
+            checkpoint=save,
+            checkpoint_interval=self.checkpoint_interval,
         )
         best = result.best()
         if best is None:
+            if save is not None:
+                checkpoint.remove()  # the failure is deterministic: resuming would fail again
             raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
         if any(result.failed):
             failed = [r for r, f in enumerate(result.failed) if f]
@@ -644,10 +719,26 @@ class GaussianMixture:
         self.init_repairs_ = [list(events) for events in result.repairs]
         self.repairs_ = list(result.repairs[best])
         self.n_features_in_ = n_features
+        if save is not None:
+            checkpoint.remove()
         if not labels:
             return None
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
-        return output_like(torch.cat([log_resp.argmax(-1) for _, log_resp in self._log_prob_resp(data)]), like)
+        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.argmax(-1), 4), like)
+
+    def _checkpoint(self, data: DataSource, inits: dict[str, Tensor], warm: bool):
+        """The :class:`~torchgmm.persistence.Checkpoint` of this fit, described by all that decides its result."""
+        from torchgmm.persistence import Checkpoint  # (persistence imports the package)
+
+        if self.checkpoint_path is None:
+            return None
+        names = ("n_components", "covariance_type", "tol", "reg_covar", "n_init", "init_params", "warm_start")
+        fit = {name: getattr(self, name) for name in names}
+        seed = self.random_state
+        fit["random_state"] = int(seed) if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) else None
+        fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
+        fit["warm_start"] = warm
+        return Checkpoint(self.checkpoint_path, fit, data.shift)
 
     def _initial_parameters(
         self,
@@ -663,18 +754,32 @@ class GaussianMixture:
         if len(inits) == 3:
             params, ok = None, None
         else:
-            params, ok = initialize(
-                self.init_params,
-                data,
-                K,
-                R,
-                covariance,
-                self.reg_covar,
-                generator,
-                rows=self.batch_size,
-                state=repairs,
-                covariances_used="precisions_init" not in inits,
-            )
+            # Out of memory, initialisation starts over in smaller chunks, with the same draws and no repairs.
+            seed_state = generator.get_state()
+            pristine = repairs.copy() if repairs is not None else None
+            planned = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, data.n_features), device, None)
+            first = self.batch_size
+
+            def run(rows: int):
+                generator.set_state(seed_state)
+                state = pristine.copy() if pristine is not None else None
+                out = initialize(
+                    self.init_params,
+                    data,
+                    K,
+                    R,
+                    covariance,
+                    self.reg_covar,
+                    generator,
+                    rows=first if rows == planned else rows,
+                    state=state,
+                    covariances_used="precisions_init" not in inits,
+                )
+                return out, state
+
+            ((params, ok), state), _ = retry_with_fewer_rows(run, planned, "the initialisation", device, 5)
+            if repairs is not None:
+                repairs.reg_covar, repairs.reseeds, repairs.events = state.reg_covar, state.reseeds, state.events
         weights = inits.get("weights_init")
         means = inits.get("means_init")
         precisions = inits.get("precisions_init")
@@ -716,11 +821,16 @@ class GaussianMixture:
 
     def _set_fitted(self, params: MixtureParameters, covariance: CovarianceType, shift: Tensor, like: Any) -> None:
         params = params.map(lambda t: t.squeeze(0))
-        self.weights_ = output_like(params.weights, like)
-        self.means_ = output_like((params.means.to(torch.float64) + shift).to(params.means.dtype), like)
-        self.covariances_ = output_like(params.covariances, like)
-        self.precisions_cholesky_ = output_like(params.precisions_cholesky, like)
-        self.precisions_ = output_like(covariance.precisions(params.precisions_cholesky), like)
+        # every value first, then the attributes: running out of memory half-way leaves the old ones
+        values = {
+            "weights_": output_like(params.weights, like),
+            "means_": output_like((params.means.to(torch.float64) + shift).to(params.means.dtype), like),
+            "covariances_": output_like(params.covariances, like),
+            "precisions_cholesky_": output_like(params.precisions_cholesky, like),
+            "precisions_": output_like(covariance.precisions(params.precisions_cholesky), like),
+        }
+        for name, value in values.items():
+            setattr(self, name, value)
 
     # ------------------------------------------------------------------ inference
 
@@ -747,17 +857,27 @@ class GaussianMixture:
         data.dtype = resolve_dtype(self.dtype, first)
         return data, like
 
-    def _log_prob_resp(self, data: DataSource):
-        """Yield ``(log_prob_norm [n], log_resp [n, K])`` per chunk of a scanned source."""
+    def _map_chunks(self, data: DataSource, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int = 3) -> Tensor:
+        """``fn(log_prob_norm [n], log_resp [n, K])`` of every chunk of a scanned source, concatenated.
+
+        A pass that runs out of memory starts over in smaller chunks (see
+        :mod:`torchgmm.memory`); ``stacklevel`` (1: the caller's line) points its warning at the user's call.
+        """
         covariance = get_covariance_type(self.covariance_type)
         params, _ = self._fitted_parameters(data.device, data.dtype, data.shift)
         K, D = params.means.shape[1:]
-        rows = chunk_rows(data.local_samples, covariance.elements_per_row(1, K, D), data.device, self.batch_size)
         work = working_dtype(params, covariance)
         params = params.map(lambda t: t.to(work))
-        for _, x in data.chunks(rows):
-            log_prob_norm, log_resp = estimate_log_prob_resp(x.to(work), params, covariance)
-            yield log_prob_norm.squeeze(0).to(data.dtype), log_resp.squeeze(0).to(data.dtype)
+
+        def run(rows: int) -> Tensor:
+            parts = []
+            for _, x in data.chunks(rows):
+                log_prob_norm, log_resp = estimate_log_prob_resp(x.to(work), params, covariance)
+                parts.append(fn(log_prob_norm.squeeze(0).to(data.dtype), log_resp.squeeze(0).to(data.dtype)))
+            return torch.cat(parts)
+
+        rows = chunk_rows(data.local_samples, covariance.elements_per_row(1, K, D), data.device, self.batch_size)
+        return retry_with_fewer_rows(run, rows, "predicting", data.device, stacklevel + 1)[0]
 
     def _checked(self, X: Any) -> tuple[DataSource, Any]:
         """A scanned source for inference on this process's rows (no collectives)."""
@@ -768,23 +888,23 @@ class GaussianMixture:
         data.scan(collective=False, check_finite=not isinstance(data, TensorSource))
         return data, like
 
-    @_under_matmul_precision
+    @_entry_point
     def predict(self, X: Any) -> Any:
         """Most likely component of each sample, shape ``(n_samples,)``, int64."""
         data, like = self._checked(X)
-        return output_like(torch.cat([lr.argmax(-1) for _, lr in self._log_prob_resp(data)]), like)
+        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.argmax(-1)), like)
 
-    @_under_matmul_precision
+    @_entry_point
     def predict_proba(self, X: Any) -> Any:
         """Responsibilities, shape ``(n_samples, n_components)``; rows sum to 1."""
         data, like = self._checked(X)
-        return output_like(torch.cat([lr.exp() for _, lr in self._log_prob_resp(data)]), like)
+        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.exp()), like)
 
-    @_under_matmul_precision
+    @_entry_point
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of each sample under the mixture, shape ``(n_samples,)``."""
         data, like = self._checked(X)
-        return output_like(torch.cat([lp for lp, _ in self._log_prob_resp(data)]), like)
+        return output_like(self._map_chunks(data, lambda log_prob_norm, _: log_prob_norm), like)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``)."""
@@ -795,10 +915,10 @@ class GaussianMixture:
         K, D = self.n_components, self.n_features_in_
         return get_covariance_type(self.covariance_type).n_parameters(K, D) + K * D + K - 1
 
-    @_under_matmul_precision
+    @_entry_point
     def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
         data, _ = self._checked(X)
-        total = sum(lp.to(torch.float64).sum() for lp, _ in self._log_prob_resp(data))
+        total = self._map_chunks(data, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4).sum()
         return float(total), data.local_samples
 
     def bic(self, X: Any) -> float:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "NotFittedError", "FailedRestartWarning", "DegenerateComponentWarning"]
+import torch
+
+__all__ = [
+    "ConvergenceWarning",
+    "NotFittedError",
+    "FailedRestartWarning",
+    "DegenerateComponentWarning",
+    "OutOfMemoryWarning",
+    "OutOfMemoryError",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -22,4 +31,16 @@ class NotFittedError(ValueError, AttributeError):
 
     Subclasses both ``ValueError`` and ``AttributeError``, as scikit-learn's
     ``NotFittedError`` does, so code written for either keeps working.
+    """
+
+
+class OutOfMemoryWarning(UserWarning):
+    """A pass over the data ran out of memory and went on in smaller chunks (see :mod:`torchgmm.memory`)."""
+
+
+class OutOfMemoryError(torch.cuda.OutOfMemoryError):
+    """Memory ran out where smaller chunks do not help; the message says what to change.
+
+    A subclass of torch's ``OutOfMemoryError`` (a ``RuntimeError``), so code
+    that catches that keeps working, on CPU too.
     """

@@ -1,4 +1,4 @@
-"""Model files: a fitted :class:`~torchgmm.GaussianMixture` saved and loaded without executing code.
+"""Model and checkpoint files, saved and loaded without executing code.
 
 The file is a ``torch.save`` archive of plain values only — tensors, numbers,
 strings, lists and dicts — so :func:`load` reads it with
@@ -7,6 +7,10 @@ strings, lists and dicts — so :func:`load` reads it with
 constructor parameters and every fitted attribute. Writing goes to a temporary
 file in the same folder, renamed over the target only once complete, so an
 interrupted save never leaves a half-written model.
+
+A checkpoint (:class:`Checkpoint`) is the same kind of file holding the EM
+loop's state (:class:`~torchgmm.trainer.EMState`) and a description of the fit
+it belongs to, so that a fit can resume from it and refuse one of another fit.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import numpy as np
 import torch
 
 from torchgmm import __version__
+from torchgmm.repair import Repair
 
 FORMAT = "torchgmm-model"
 FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "torchgmm-checkpoint"
+CHECKPOINT_VERSION = 1
 
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 _SCALARS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_", "init_lower_bounds_history_")
@@ -42,7 +49,9 @@ def _plain(value: Any) -> Any:
         return str(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):  # a Repair (a named tuple) too
         return [_plain(v) for v in value]
     return None  # e.g. a NumPy RandomState: not storable as data; the loaded model gets None
 
@@ -54,6 +63,8 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
     fitted = {name: _plain(getattr(estimator, name)) for name in (*_ARRAYS, *_SCALARS)}
     fitted["init_lower_bounds_"] = _plain(np.asarray(estimator.init_lower_bounds_))
     fitted["init_converged_"] = _plain(np.asarray(estimator.init_converged_))
+    fitted["init_repairs_"] = _plain(getattr(estimator, "init_repairs_", []))
+    fitted["repairs_"] = _plain(getattr(estimator, "repairs_", []))
     means = estimator.means_
     content = {
         "format": FORMAT,
@@ -64,8 +75,13 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
         "outputs": "torch" if isinstance(means, torch.Tensor) else "numpy",
         "device": str(means.device) if isinstance(means, torch.Tensor) else "cpu",
     }
+    _write_atomic(content, path)
+
+
+def _write_atomic(content: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, renamed over it once complete."""
     path = Path(path)
-    # checked here so the error names the model file's folder, not the temporary file
+    # checked here so the error names the target's folder, not the temporary file
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
     if path.is_dir():
@@ -149,4 +165,131 @@ def _estimator(content: dict, path: Any, map_location: Any) -> Any:
         setattr(estimator, name, fitted[name])
     estimator.init_lower_bounds_ = fitted["init_lower_bounds_"].numpy()
     estimator.init_converged_ = fitted["init_converged_"].numpy()
+    # (absent from files written before repairs were recorded)
+    estimator.init_repairs_ = [[Repair(*r) for r in events] for events in fitted.get("init_repairs_", [])]
+    estimator.repairs_ = [Repair(*r) for r in fitted.get("repairs_", [])]
     return estimator
+
+
+class Checkpoint:
+    """The checkpoint file of one fit: EM state, written atomically, read back only by the same fit.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    fit : dict
+        What identifies the fit: parameters, data shape, initial parameters,
+        plain values or tensors. A checkpoint whose description differs is refused.
+    data_mean : Tensor of shape (D,), float64
+        The data's mean, which the state's parameters are centred on. A
+        checkpoint is refused unless its data mean agrees to about 1e-9
+        (it may differ in the last digits with a different ``batch_size``).
+    """
+
+    def __init__(self, path: str | os.PathLike, fit: dict[str, Any], data_mean: torch.Tensor) -> None:
+        self.path = Path(path)
+        self.fit = {name: _plain(value) for name, value in fit.items()}
+        self.data_mean = data_mean.detach().cpu()
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (plain values, :meth:`EMState.to_plain`) with the fit's description."""
+        content = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "torchgmm_version": __version__,
+            "fit": self.fit,
+            "data_mean": self.data_mean,
+            "state": state,
+        }
+        _write_atomic(content, self.path)
+
+    def load(self) -> tuple[dict[str, Any], torch.Tensor] | None:
+        """``(state, data_mean)`` from the file, or None if there is none.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a torchgmm checkpoint, or belongs to another fit
+            or other data (the message names the first difference).
+        """
+        if not self.path.exists():
+            return None
+        try:
+            content = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # as for model files
+            reason = (str(exc).splitlines() or [""])[0][:80]
+            if isinstance(exc, pickle.UnpicklingError):
+                reason = "not plain tensors and values saved with torch.save"
+            raise ValueError(
+                f"{self.path} is not a readable torchgmm checkpoint ({type(exc).__name__}: {reason}); "
+                "delete it or choose another checkpoint_path."
+            ) from None
+        if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.path} is not a torchgmm checkpoint; delete it or choose another checkpoint_path.")
+        if content.get("format_version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{self.path} was written by torchgmm {content.get('torchgmm_version')} in checkpoint format "
+                f"{content.get('format_version')!r}; this torchgmm ({__version__}) reads format "
+                f"{CHECKPOINT_VERSION}. Delete it to start the fit over."
+            )
+        saved = content.get("fit")
+        saved = saved if isinstance(saved, dict) else {}
+        for name in [*self.fit, *(k for k in saved if k not in self.fit)]:
+            there, here = saved.get(name, _ABSENT), self.fit.get(name, _ABSENT)
+            if not _same(there, here):
+                raise ValueError(
+                    f"{self.path} is the checkpoint of another fit: {name} is {_short(there)} there and "
+                    f"{_short(here)} here. Delete it, or choose another checkpoint_path."
+                )
+        mean = content.get("data_mean")
+        scale = float(self.data_mean.abs().max()) if self.data_mean.numel() else 0.0
+        if not (
+            isinstance(mean, torch.Tensor)
+            and mean.shape == self.data_mean.shape
+            and torch.allclose(mean, self.data_mean, rtol=1e-9, atol=1e-9 * scale)
+        ):
+            raise ValueError(
+                f"{self.path} is the checkpoint of a fit on other data (the mean of the rows differs). "
+                "Delete it, or choose another checkpoint_path."
+            )
+        state = content.get("state")
+        if not isinstance(state, dict):
+            raise self.damaged(TypeError(f"its state is a {type(state).__name__}, not a dict"))
+        return state, mean
+
+    def damaged(self, exc: BaseException) -> ValueError:
+        """The error for a checkpoint whose state cannot be used (entries missing or malformed)."""
+        reason = (str(exc).splitlines() or [""])[0][:80]
+        return ValueError(
+            f"{self.path} is a damaged torchgmm checkpoint ({type(exc).__name__}: {reason}); delete it to start over."
+        )
+
+    def remove(self) -> None:
+        """Delete the file (once the fit it served has finished)."""
+        self.path.unlink(missing_ok=True)
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "not given"
+
+
+_ABSENT = _Absent()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if a is _ABSENT or b is _ABSENT:
+        return a is b
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b  # reg_covar=0 and 0.0 are the same fit
+    return type(a) is type(b) and a == b
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"an array of shape {tuple(value.shape)}"
+    return repr(value)

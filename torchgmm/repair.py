@@ -103,6 +103,10 @@ class RepairState:
             [[] for _ in range(n_restarts)],
         )
 
+    def copy(self) -> RepairState:
+        """An independent copy (repairs update a state in place)."""
+        return RepairState(self.reg_covar.clone(), self.reseeds.clone(), [list(e) for e in self.events])
+
 
 def repair(
     stats: Statistics,

@@ -35,6 +35,19 @@ from torchgmm._math import normalise_
 
 __all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES"]
 
+# A squared Cholesky pivot below this fraction of its diagonal entry (a feature whose variance given the others is
+# that small a part of its own) is singular to the working precision: rounding in the statistics, about eps times
+# the diagonal, perturbs that conditional variance by eps / fraction relative, and its log and inverse carry the
+# perturbation into the densities, which then jitter from one pass to the next (by about a nat at 10 eps, 2e-4
+# nats at 1e-12 in float64). max(100 eps, 1e-10) keeps the jitter near 1e-6 nats per such direction.
+PIVOT_EPS = 100.0
+MIN_PIVOT = 1e-10
+
+
+def pivot_rtol(dtype: torch.dtype) -> float:
+    """Smallest squared Cholesky pivot, relative to its diagonal entry, of a usable covariance in ``dtype``."""
+    return max(PIVOT_EPS * torch.finfo(dtype).eps, MIN_PIVOT)
+
 
 def _eye_like(matrix: Tensor) -> Tensor:
     return torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
@@ -314,7 +327,7 @@ class _Full(CovarianceType):
 
     def factorise(self, covariances, dtype=None):
         dtype = dtype or covariances.dtype
-        P, ok = _cholesky_precision(covariances, torch.finfo(dtype).eps)
+        P, ok = _cholesky_precision(covariances, pivot_rtol(dtype))
         ok = ok & torch.isfinite(P.to(dtype)).all(dim=(-2, -1))
         return P, ok.view(*ok.shape[:1], -1)
 

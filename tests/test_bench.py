@@ -54,3 +54,13 @@ def test_memory_bench_runs_on_a_small_memmap(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "peak resident memory" in out.stdout and "% of the data" in out.stdout
     assert not list(tmp_path.glob("*.npy"))  # the data file is removed
+
+
+def test_faults_bench_runs_quick():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.faults", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "checkpoint_interval=1" in out.stdout and "x no checkpoint" in out.stdout
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ") and "case" not in line]
+    assert len(table) == 20 and all(line.split("|")[3].strip().startswith("ok, bound") for line in table)  # torchgmm

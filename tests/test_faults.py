@@ -382,3 +382,13 @@ def test_fitted_attributes_are_set_together(monkeypatch):
     with pytest.raises(OutOfMemoryError):
         gm.fit(X + 5.0)
     np.testing.assert_array_equal(gm.means_, means)
+
+
+def test_retries_start_from_the_given_batch_size(monkeypatch):
+    X, _ = make_blobs(100, 3, 3, 6.0, seed=0)
+    monkeypatch.setattr(DataSource, "chunks", chunks_over(10, []))
+    with pytest.warns(OutOfMemoryWarning) as record:
+        GaussianMixture(3, n_init=2, random_state=0, batch_size=30).fit(X)
+    messages = {str(w.message) for w in record if w.category is OutOfMemoryWarning}
+    assert {m.split(" in ")[1].split(" with")[0] for m in messages} == {"the initialisation", "the E-step"}
+    assert all("with chunks of 30 rows; it went on with 7 rows. Pass batch_size=7" in m for m in messages), messages

@@ -757,7 +757,10 @@ class GaussianMixture:
             # Out of memory, initialisation starts over in smaller chunks, with the same draws and no repairs.
             seed_state = generator.get_state()
             pristine = repairs.copy() if repairs is not None else None
-            planned = chunk_rows(data.n_samples, covariance.elements_per_row(R, K, data.n_features), device, None)
+            # halving starts from the E-step's chunks; the first try leaves each pass its own (or batch_size)
+            planned = chunk_rows(
+                data.n_samples, covariance.elements_per_row(R, K, data.n_features), device, self.batch_size
+            )
             first = self.batch_size
 
             def run(rows: int):

@@ -339,3 +339,19 @@ def test_covariance_singular_to_the_precision_is_repaired_not_used(covariance_ty
     assert [r.action for r in gm.repairs_] == ["regularised"]
     bounds = np.asarray(gm.lower_bounds_[1:])
     assert np.ptp(bounds) <= 1e-6, bounds
+
+
+def test_numerically_singular_tied_covariance_does_not_lower_the_bound():
+    """Found by the property suite: a tied covariance with eigenvalues 1.5e-11 and 5.7e5 (a ratio below eps) was
+    accepted, and EM then lowered the float64 bound by 0.19 nats with reg_covar=0 and no repair."""
+    X = np.array(
+        [[348.97445053880995, -6725.359731074812], [-879.3808235170925, -4964.061502970145], [-1e5, 1e5], [-2e5, 2e5]]
+    )
+    gm = GaussianMixture(
+        4, covariance_type="tied", reg_covar=0.0, n_init=2, init_params="random", max_iter=25, random_state=1790
+    )
+    fit_quietly(gm, X)
+    for history, events in zip(gm.init_lower_bounds_history_, gm.init_repairs_, strict=True):
+        first_repair = min((event.iteration for event in events), default=len(history))
+        steps = np.diff(history[:first_repair])
+        assert (steps >= -1e-10 * (1 + np.abs(history[: len(steps)]))).all(), (history, events)

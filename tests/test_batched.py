@@ -89,13 +89,13 @@ def test_repaired_restart_does_not_touch_the_others(covariance_type):
     kwargs = dict(tol=1e-6, reg_covar=0.0, max_iter=100)
     result = run_em(data, params, covariance, ok=ok, **kwargs)
     assert not any(result.failed)
-    assert result.repairs[0] == [] and result.repairs[2] == []
+    assert result.repairs.events[0] == [] and result.repairs.events[2] == []
     if covariance.per_component:
-        first = result.repairs[1][0]
+        first = result.repairs.events[1][0]
         assert (first.iteration, first.component, first.action) == (1, 0, "reseeded")
         assert result.n_iter[1] >= 3  # no convergence is declared across a repair
     else:  # the shared covariance does not degenerate with one empty component
-        assert result.repairs[1] == []
+        assert result.repairs.events[1] == []
     for r in (0, 2):
         single = run_em(data, params.select(torch.tensor([r])), covariance, **kwargs)
         _assert_restart_equal(result, r, single)

@@ -690,11 +690,12 @@ class GaussianMixture:
                 FailedRestartWarning,
                 stacklevel=4,
             )
-        if repaired_restarts(result.repairs):
+        events = result.repairs.events
+        if repaired_restarts(events):
             warnings.warn(
-                f"Degenerate components were repaired in {repaired_restarts(result.repairs)} of "
-                f"{len(result.repairs)} restarts ({len(result.repairs[best])} repairs in the kept one): "
-                f"{describe(result.repairs)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
+                f"Degenerate components were repaired in {repaired_restarts(events)} of "
+                f"{len(events)} restarts ({len(events[best])} repairs in the kept one): "
+                f"{describe(events)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
                 "components or float64 data avoid them.",
                 DegenerateComponentWarning,
                 stacklevel=4,
@@ -716,8 +717,8 @@ class GaussianMixture:
         self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
         self.init_converged_ = np.asarray(result.converged, dtype=bool)
         self.init_lower_bounds_history_ = [list(h) for h in result.lower_bounds]
-        self.init_repairs_ = [list(events) for events in result.repairs]
-        self.repairs_ = list(result.repairs[best])
+        self.init_repairs_ = [list(restart) for restart in events]
+        self.repairs_ = list(events[best])
         self.n_features_in_ = n_features
         if save is not None:
             checkpoint.remove()

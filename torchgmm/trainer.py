@@ -31,19 +31,19 @@ from torchgmm.em import MixtureParameters, chunk_rows, e_step, m_step
 from torchgmm.memory import retry_with_fewer_rows
 from torchgmm.repair import Repair, RepairState, repair
 
-__all__ = ["EMResult", "EMState", "run_em"]
+__all__ = ["EMState", "run_em"]
 
 
 @dataclass
-class EMResult:
-    """What :func:`run_em` found, for every restart.
+class EMState:
+    """Everything the EM loop carries from one iteration to the next, for ``R`` restarts; also its result.
 
     Attributes
     ----------
     params : MixtureParameters
-        Final parameters of all ``R`` restarts (placeholders for failed ones).
+        Current (at the end: final) parameters of every restart; placeholders for failed ones.
     lower_bound : list of float
-        Final lower bound per restart (``-inf`` for failed restarts).
+        Latest lower bound per restart (``-inf`` for failed restarts).
     lower_bounds : list of list of float
         Lower bound after each iteration, per restart.
     n_iter : list of int
@@ -51,38 +51,9 @@ class EMResult:
     converged : list of bool
     failed : list of bool
         True where the statistics were not finite or a covariance could not be repaired.
-    repairs : list of list of Repair
-        Every repair of every restart (see :mod:`torchgmm.repair`), initialisation included.
-    """
-
-    params: MixtureParameters
-    lower_bound: list[float]
-    lower_bounds: list[list[float]]
-    n_iter: list[int]
-    converged: list[bool]
-    failed: list[bool]
-    repairs: list[list[Repair]]
-
-    def best(self) -> int | None:
-        """Index of the restart with the highest lower bound (first on ties), or None if all failed."""
-        candidates = [r for r in range(len(self.failed)) if not self.failed[r]]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda r: (self.lower_bound[r], -r))
-
-
-@dataclass
-class EMState:
-    """Everything the EM loop carries from one iteration to the next, for ``R`` restarts.
-
-    Attributes
-    ----------
-    params : MixtureParameters
-        Current parameters of every restart.
-    lower_bound, lower_bounds, n_iter, converged, failed
-        As in :class:`EMResult`, so far.
     repairs : RepairState
-        Per-covariance ``reg_covar`` and the repairs so far.
+        Per-covariance ``reg_covar`` and every repair so far (``repairs.events``, per restart,
+        initialisation included; see :mod:`torchgmm.repair`).
     active : list of int
         Restarts still running.
     just_repaired : list of int
@@ -129,16 +100,12 @@ class EMState:
             active=[r for r in range(R) if not failed[r]],
         )
 
-    def result(self) -> EMResult:
-        return EMResult(
-            self.params,
-            list(self.lower_bound),
-            [list(h) for h in self.lower_bounds],
-            list(self.n_iter),
-            list(self.converged),
-            list(self.failed),
-            [list(events) for events in self.repairs.events],
-        )
+    def best(self) -> int | None:
+        """Index of the restart with the highest lower bound (first on ties), or None if all failed."""
+        candidates = [r for r in range(len(self.failed)) if not self.failed[r]]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda r: (self.lower_bound[r], -r))
 
     def to_plain(self) -> dict[str, Any]:
         """Plain tensors (on the CPU) and values, for a checkpoint that ``torch.load(weights_only=True)`` reads."""
@@ -179,7 +146,7 @@ def run_em(
     resume: EMState | None = None,
     checkpoint: Callable[[EMState], None] | None = None,
     checkpoint_interval: int = 10,
-) -> EMResult:
+) -> EMState:
     """Run EM on ``R`` restarts at once until each converges, fails or hits ``max_iter``.
 
     Parameters
@@ -241,7 +208,7 @@ def run_em(
             except Exception as exc:  # the original error matters more
                 warnings.warn(f"Could not write the checkpoint: {exc}", RuntimeWarning, stacklevel=2)
         raise
-    return state.result()
+    return state
 
 
 def _loop(

@@ -121,10 +121,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     except FileNotFoundError:
         raise
     except Exception as exc:  # pickle errors, weights_only refusals (code, not data), truncated files
-        reason = (str(exc).splitlines() or [""])[0][:80]
-        if isinstance(exc, pickle.UnpicklingError):  # torch's text is advice on loading it unsafely
-            reason = "not plain tensors and values saved with torch.save"
-        raise ValueError(f"{path} is not a readable torchgmm model file ({type(exc).__name__}: {reason}).") from None
+        raise ValueError(f"{path} is not a readable torchgmm model file ({_reason(exc)}).") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise ValueError(f"{path} is not a torchgmm model file.")
     version = content.get("format_version")
@@ -138,8 +135,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = None
     try:
         return _estimator(content, path, map_location)
     except (KeyError, TypeError, AttributeError) as exc:  # a missing or malformed entry
-        reason = (str(exc).splitlines() or [""])[0][:80]
-        raise ValueError(f"{path} is a damaged torchgmm model file ({type(exc).__name__}: {reason}).") from None
+        raise ValueError(f"{path} is a damaged torchgmm model file ({_reason(exc)}).") from None
 
 
 def _estimator(content: dict, path: Any, map_location: Any) -> Any:
@@ -217,11 +213,8 @@ class Checkpoint:
         try:
             content = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # as for model files
-            reason = (str(exc).splitlines() or [""])[0][:80]
-            if isinstance(exc, pickle.UnpicklingError):
-                reason = "not plain tensors and values saved with torch.save"
             raise ValueError(
-                f"{self.path} is not a readable torchgmm checkpoint ({type(exc).__name__}: {reason}); "
+                f"{self.path} is not a readable torchgmm checkpoint ({_reason(exc)}); "
                 "delete it or choose another checkpoint_path."
             ) from None
         if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
@@ -259,10 +252,7 @@ class Checkpoint:
 
     def damaged(self, exc: BaseException) -> ValueError:
         """The error for a checkpoint whose state cannot be used (entries missing or malformed)."""
-        reason = (str(exc).splitlines() or [""])[0][:80]
-        return ValueError(
-            f"{self.path} is a damaged torchgmm checkpoint ({type(exc).__name__}: {reason}); delete it to start over."
-        )
+        return ValueError(f"{self.path} is a damaged torchgmm checkpoint ({_reason(exc)}); delete it to start over.")
 
     def remove(self) -> None:
         """Delete the file (once the fit it served has finished)."""
@@ -275,6 +265,14 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first line`` of why a file could not be read or used, for one-line messages."""
+    reason = (str(exc).splitlines() or [""])[0][:80]
+    if isinstance(exc, pickle.UnpicklingError):  # torch's text is advice on loading it unsafely
+        reason = "not plain tensors and values saved with torch.save"
+    return f"{type(exc).__name__}: {reason}"
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -235,9 +235,10 @@ def _truncated_memmap() -> None:
 def _ranks_disagree() -> None:
     """Two ranks of a distributed fit, the other asking for one more component."""
 
-    def gather(out: list, values: dict) -> None:
+    def gather(out: list, values: Any) -> None:  # (raise_together gathers None from ranks without an error)
         out[0] = values
-        out[1] = {**values, "n_components": values["n_components"] + 1} if "n_components" in values else values
+        disagree = isinstance(values, dict) and "n_components" in values
+        out[1] = {**values, "n_components": values["n_components"] + 1} if disagree else values
 
     distributed = torchgmm.distributed
     with (
@@ -245,7 +246,24 @@ def _ranks_disagree() -> None:
         mock.patch.object(distributed, "world_size", return_value=2),
         mock.patch.object(distributed.dist, "all_gather_object", side_effect=gather),
     ):
-        GaussianMixture(2).fit(X)
+        _each(lambda: GaussianMixture(2).fit(X), lambda: GaussianMixture(2).partial_fit(X))
+
+
+def _rank_failed() -> None:
+    """Rank 0 of a distributed fit (and partial_fit) whose rank 1 has an empty shard."""
+
+    def gather(out: list, value: Any) -> None:  # check_same gathers a dict, raise_together a message or None
+        failed = "X has 0 samples (shape (0, 2)); at least 1 is required."
+        out[:] = [value, value if isinstance(value, dict) else failed]
+
+    distributed = torchgmm.distributed
+    with (
+        mock.patch.object(distributed, "is_distributed", return_value=True),
+        mock.patch.object(distributed, "world_size", return_value=2),
+        mock.patch.object(distributed, "rank", return_value=0),
+        mock.patch.object(distributed.dist, "all_gather_object", side_effect=gather),
+    ):
+        _each(lambda: GaussianMixture(2).fit(X), lambda: GaussianMixture(2).partial_fit(X))
 
 
 def _sparse(array: np.ndarray) -> Any:
@@ -630,6 +648,7 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _fitted().sample("10"),
     ),
     "distributed-disagree": _ranks_disagree,
+    "distributed-rank-failed": _rank_failed,
     # -- chunked data
     "chunk-iterator": lambda: _each(
         lambda: GaussianMixture(2).fit(iter([X[:10], X[10:]])),

@@ -133,7 +133,28 @@ class DataSource:
 
         Raises ``ValueError`` naming the chunk and row of the first NaN or
         infinity, a chunk of another width than the first, or an empty source.
-        With ``collective`` (fitting), counts and sums are over all ranks.
+        With ``collective`` (fitting), counts and sums are over all ranks, and
+        an error of this rank's pass is raised on every rank (see
+        :func:`torchgmm.distributed.together`); a rank without rows is refused.
+        """
+        with distributed.together(collective):
+            count, total = self._local_scan(check_finite)
+        if collective:
+            distributed.check_same(n_features=self.n_features)
+        counts = torch.tensor([count], dtype=torch.float64, device=self.device)
+        shard_counts = [count]
+        if collective:
+            shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
+            distributed.all_reduce_(total)
+        self.local_samples = count
+        self.offset = sum(shard_counts[: distributed.rank()]) if collective else 0
+        self.n_samples = sum(shard_counts)
+        self.shift = total / self.n_samples
+
+    def _local_scan(self, check_finite: bool) -> tuple[int, Tensor]:
+        """The checks and sums of :meth:`scan` over this rank's rows: ``(rows, column sums in float64)``.
+
+        Sets ``n_features``; no collectives, so that its errors can be exchanged before any.
         """
         total = None
         count = 0
@@ -162,23 +183,9 @@ class DataSource:
             part = raw.to(self.device, torch.float64).sum(0)
             total = part if total is None else total + part
             count += raw.shape[0]
-        if self.n_features is None and not (collective and distributed.is_distributed()):
+        if count == 0:  # (every rank must hold rows: the passes accumulate from their chunks)
             raise ValueError(f"{self.name} is empty: it gave no rows.")
-        if collective:
-            distributed.check_same(n_features=self.n_features)
-        counts = torch.tensor([count], dtype=torch.float64, device=self.device)
-        if total is None:
-            total = torch.zeros(self.n_features, dtype=torch.float64, device=self.device)
-        shard_counts = [count]
-        if collective:
-            shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
-            distributed.all_reduce_(total)
-        self.local_samples = count
-        self.offset = sum(shard_counts[: distributed.rank()]) if collective else 0
-        self.n_samples = sum(shard_counts)
-        if self.n_samples == 0:
-            raise ValueError(f"{self.name} is empty: it gave no rows.")
-        self.shift = total / self.n_samples
+        return count, total
 
     def sample(self, size: int, seed: int) -> Tensor:
         """A uniform sample of ``min(size, N)`` centred rows, the same on every rank.

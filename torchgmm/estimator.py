@@ -151,7 +151,8 @@ class GaussianMixture:
         uninterrupted fit would (same data, device and ``batch_size``); a file
         of another fit, other parameters or other data is refused. Deleted when
         the fit finishes. Under ``torch.distributed``, rank 0 writes it and
-        every rank reads it, so it must be on a file system they share.
+        every rank reads it, so it must be on a file system they share; it
+        records rank 0's ``random_state``, the seed every rank uses.
     checkpoint_interval : int, default=10
         EM iterations between checkpoints.
 
@@ -437,7 +438,9 @@ class GaussianMixture:
         ``(t + learning_offset) ** -learning_decay`` and sets the parameters
         from them. Batches may differ in size; features, device and dtype must
         stay the same. Under ``torch.distributed`` every rank calls it together
-        and the statistics are summed over ranks.
+        (with the same ``n_components``, ``covariance_type``, dtype and
+        ``batch_size``, on estimators that made as many updates) and the
+        statistics are summed over ranks.
 
         Sets the fitted attributes of :meth:`fit`; ``n_iter_`` counts the
         updates, ``lower_bounds_`` holds each batch's mean log-likelihood under
@@ -470,11 +473,19 @@ class GaussianMixture:
         >>> np.sort(gm.means_[:, 0]).round(0)
         array([-5.,  5.])
         """
-        covariance = self._check_online_parameters()
         fitted = hasattr(self, "means_")
-        data, like = self._source(X, self.n_features_in_ if fitted else None)
-        if fitted:
-            data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
+        with distributed.together():  # (see _fit)
+            covariance = self._check_online_parameters()
+            data, like = self._source(X, self.n_features_in_ if fitted else None)
+            if fitted:
+                data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
+        distributed.check_same(
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            dtype=str(data.dtype),
+            batch_size=self.batch_size,
+            n_iter_=self.n_iter_ if fitted else None,
+        )
         data.scan(check_finite=not isinstance(data, TensorSource))
         device, dtype, shift = data.device, data.dtype, data.shift
         if fitted:
@@ -487,8 +498,9 @@ class GaussianMixture:
                     f"Expected n_samples >= n_components in the first partial_fit batch but got "
                     f"n_components = {self.n_components}, n_samples = {data.n_samples}."
                 )
-            inits = self._check_initial_parameters(covariance, data.n_features)
-            generator = make_generator(self.random_state, device)
+            with distributed.together():
+                inits = self._check_initial_parameters(covariance, data.n_features)
+                generator = make_generator(self.random_state, device)
             if distributed.is_distributed():
                 generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
             init_repairs = RepairState.start(1, self.n_components, covariance, self.reg_covar, device)
@@ -601,8 +613,11 @@ class GaussianMixture:
 
     def _fit(self, X: Any, labels: bool, callback: Callable[[int, int, float], None] | None = None) -> Any:
         # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
-        covariance = self._check_parameters()
-        data, like = self._source(X)
+        # Under torch.distributed, what fails on one rank only (its parameters, its shard, its reading of the
+        # checkpoint) fails on every rank: each such step runs in distributed.together().
+        with distributed.together():
+            covariance = self._check_parameters()
+            data, like = self._source(X)
         distributed.check_same(
             n_components=self.n_components,
             covariance_type=self.covariance_type,
@@ -617,31 +632,38 @@ class GaussianMixture:
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n_samples}."
             )
-        inits = self._check_initial_parameters(covariance, n_features)
         device, dtype = data.device, data.dtype
-        generator = make_generator(self.random_state, device)
+        warm = self.warm_start and hasattr(self, "converged_")
+        with distributed.together():
+            inits = self._check_initial_parameters(covariance, n_features)
+            generator = make_generator(self.random_state, device)
+            if warm and self.n_features_in_ != n_features:
+                raise ValueError(
+                    f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
+                    f"{self.n_features_in_} features."
+                )
+        # (ranks that start differently would take different paths, each into collectives the others never reach)
+        distributed.check_same(warm_start=warm, initial_parameters=sorted(inits))
         if distributed.is_distributed():  # every rank draws what rank 0 draws
             generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
         shift = data.shift
 
-        warm = self.warm_start and hasattr(self, "converged_")
-        if warm and self.n_features_in_ != n_features:
-            raise ValueError(
-                f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
-                f"{self.n_features_in_} features."
-            )
-        checkpoint = self._checkpoint(data, inits, warm)
-        resumed = checkpoint.load() if checkpoint is not None else None
+        # the checkpoint describes the fit by rank 0's random_state, the seed every rank used
+        seed = distributed.broadcast(_seed_description(self.random_state))
+        with distributed.together():
+            checkpoint = self._checkpoint(data, inits, warm, seed)
+            resumed = checkpoint.load() if checkpoint is not None else None
         distributed.check_same(resumed_from_checkpoint=resumed is not None)
         if resumed is not None:
             plain, data.shift = resumed  # the state's parameters are centred on the saved mean
-            try:
-                state = EMState.from_plain(plain, device, dtype)
-                expected = (1 if warm else self.n_init, self.n_components, n_features)
-                if tuple(state.params.means.shape) != expected or len(state.lower_bound) != expected[0]:
-                    raise ValueError(f"its means have shape {tuple(state.params.means.shape)}, not {expected}")
-            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-                raise checkpoint.damaged(exc) from None
+            with distributed.together():
+                try:
+                    state = EMState.from_plain(plain, device, dtype)
+                    expected = (1 if warm else self.n_init, self.n_components, n_features)
+                    if tuple(state.params.means.shape) != expected or len(state.lower_bound) != expected[0]:
+                        raise ValueError(f"its means have shape {tuple(state.params.means.shape)}, not {expected}")
+                except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+                    raise checkpoint.damaged(exc) from None
             if self.verbose:
                 print(f"Resuming from {checkpoint.path} after iteration {state.iteration}")
         elif warm:
@@ -727,16 +749,19 @@ class GaussianMixture:
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
         return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.argmax(-1), 4), like)
 
-    def _checkpoint(self, data: DataSource, inits: dict[str, Tensor], warm: bool):
-        """The :class:`~torchgmm.persistence.Checkpoint` of this fit, described by all that decides its result."""
+    def _checkpoint(self, data: DataSource, inits: dict[str, Tensor], warm: bool, seed: int | None):
+        """The :class:`~torchgmm.persistence.Checkpoint` of this fit, described by all that decides its result.
+
+        ``seed`` is rank 0's :func:`_seed_description`: under ``torch.distributed`` every rank draws with rank
+        0's seed, so the other ranks' ``random_state`` does not change the fit (nor refuse its checkpoint).
+        """
         from torchgmm.persistence import Checkpoint  # (persistence imports the package)
 
         if self.checkpoint_path is None:
             return None
         names = ("n_components", "covariance_type", "tol", "reg_covar", "n_init", "init_params", "warm_start")
         fit = {name: getattr(self, name) for name in names}
-        seed = self.random_state
-        fit["random_state"] = int(seed) if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) else None
+        fit["random_state"] = seed
         fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
         fit["warm_start"] = warm
         return Checkpoint(self.checkpoint_path, fit, data.shift)
@@ -970,6 +995,13 @@ class GaussianMixture:
                 parts.append(offset + covariance.colour(z, params.precisions_cholesky, k))
         y = torch.repeat_interleave(torch.arange(self.n_components, device=device), torch.tensor(counts, device=device))
         return output_like(torch.cat(parts), self.means_), output_like(y, self.means_)
+
+
+def _seed_description(random_state: Any) -> int | None:
+    """``random_state`` as a checkpoint describes it: an int seed, or None (no seed, or a NumPy generator)."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return None
 
 
 def _float32_advice(dtype: torch.dtype) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -48,10 +50,51 @@ def identity_precisions(covariance_type: str, n_components: int, n_features: int
     }[covariance_type]
 
 
+_CACHES = {"__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"}
+
+
+def _entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.name not in _CACHES}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_stays_clean():
+    """No test may write into the checkout (a model file from a command run in the working directory, say)."""
+    root = Path(__file__).resolve().parent.parent
+    before = {folder: _entries(folder) for folder in (root, root / "tests")}
+    yield
+    for folder, entries in before.items():
+        new = sorted(_entries(folder) - entries)
+        assert not new, f"the tests left {new} in {folder}"
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def working_dtypes(monkeypatch):
+    """Every dtype :func:`torchgmm.em.working_dtype` chose while the test ran, one per pass, in order.
+
+    A float32 pass that falls back to float64 is still accurate, so accuracy tests of float32 alone cannot tell
+    whether float32 arithmetic was really tested; this can.
+    """
+    import torchgmm.em
+    import torchgmm.estimator
+
+    chosen = []
+    original = torchgmm.em.working_dtype
+
+    def recording(params, covariance):
+        dtype = original(params, covariance)
+        chosen.append(dtype)
+        return dtype
+
+    monkeypatch.setattr(torchgmm.em, "working_dtype", recording)
+    monkeypatch.setattr(torchgmm.estimator, "working_dtype", recording)
+    return chosen
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

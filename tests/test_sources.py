@@ -280,7 +280,7 @@ def _offset_data():
 
 @pytest.mark.filterwarnings("ignore::torchgmm.ConvergenceWarning")
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_float32_streaming_with_large_offset(covariance_type):
+def test_float32_streaming_with_large_offset(covariance_type, working_dtypes):
     X, chunks = _offset_data()
     assert len(X) > 3 * _FLUSH_ROWS  # several float64 flushes per pass
     first = GaussianMixture(2, covariance_type=covariance_type, random_state=0, tol=1e-6).fit(X)
@@ -295,15 +295,19 @@ def test_float32_streaming_with_large_offset(covariance_type):
     )
     ref = GaussianMixture(**kwargs).fit(X)
     batch_size = 512  # 98 chunks of each 50k-row list chunk: ~400 chunks per pass
+    working_dtypes.clear()
     fit = GaussianMixture(**kwargs, dtype="float32", batch_size=batch_size).fit(chunks)
     assert fit.means_.dtype == np.float32
     assert fit.n_iter_ == ref.n_iter_ == 3
+    # Every pass really ran in float32: on uncentred data the folded densities would round by eps32 * 1e8 nats
+    # and each pass would fall back to float64, which is accurate and would hide the loss.
+    assert working_dtypes == [torch.float32] * 3
     # Means are stored in float32: near 1e4 its spacing is 2**-10 ~ 1e-3, so rounding alone moves them by up
     # to 5e-4 (5e-8 relative); 1e-6 relative leaves room for that and nothing like an uncentred float32 sum.
     np.testing.assert_allclose(fit.means_, ref.means_, rtol=1e-6)
-    # Covariances (~1) are sums over 65536-row float32 partials: without centring on the data mean the
-    # x**2 ~ 1e8 terms would leave no correct digit. Relative to the covariance scale, as the off-diagonal
-    # terms of these nearly uncorrelated features are ~0 and have no relative accuracy of their own.
+    # Covariances (~1) are sums over 65536-row float32 partials: without centring on the data mean (and the
+    # float64 fallback) the x**2 ~ 1e8 terms would leave no correct digit. Relative to the covariance scale, as
+    # the off-diagonal terms of these nearly uncorrelated features are ~0 and have no relative accuracy of their own.
     scale = np.abs(ref.covariances_).max()
     np.testing.assert_allclose(fit.covariances_, ref.covariances_, rtol=1e-3, atol=1e-3 * scale)
     np.testing.assert_allclose(fit.weights_, ref.weights_, rtol=1e-4)

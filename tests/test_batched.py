@@ -93,7 +93,6 @@ def test_repaired_restart_does_not_touch_the_others(covariance_type):
     if covariance.per_component:
         first = result.repairs.events[1][0]
         assert (first.iteration, first.component, first.action) == (1, 0, "reseeded")
-        assert result.n_iter[1] >= 3  # no convergence is declared across a repair
     else:  # the shared covariance does not degenerate with one empty component
         assert result.repairs.events[1] == []
     for r in (0, 2):
@@ -101,6 +100,38 @@ def test_repaired_restart_does_not_touch_the_others(covariance_type):
         _assert_restart_equal(result, r, single)
     for name in ("weights", "means", "covariances", "precisions_cholesky"):
         assert torch.isfinite(getattr(result.params, name)).all()
+
+
+def _far_component(params, restart=0, component=0):
+    """``params`` with one component moved a thousand standard deviations away: its next M-step is empty."""
+    params.means[restart, component] = 1e3
+    return params
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_no_convergence_on_a_repair_or_the_iteration_after(covariance_type):
+    """With a huge tol every finite change counts as converged, so only the repair guard keeps a restart going.
+
+    The bound after iteration ``t`` is that of the parameters before its M-step; a repair at ``t`` changes the
+    parameters scored at ``t + 1``, so neither the change at ``t`` nor at ``t + 1`` may end the restart.
+    """
+    data = _data(seed=1)
+    covariance = get_covariance_type(covariance_type)
+    kwargs = dict(tol=1e9, reg_covar=0.0, max_iter=20)
+    # Repaired at iteration 1: iteration 1 changes from -inf, iteration 2 is the one after; it ends at 3.
+    params, ok = initialize("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
+    result = run_em(data, _far_component(params), covariance, ok=ok, **kwargs)
+    assert [e.iteration for e in result.repairs.events[0]] == [1]
+    assert result.repairs.events[1] == []
+    assert (result.n_iter, result.converged) == ([3, 2], [True, True])
+    # Repaired at iteration 2 (after a healthy first iteration): neither 2 nor 3 counts; it ends at 4.
+    params, ok = initialize("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
+    state = run_em(data, params, covariance, ok=ok, **{**kwargs, "max_iter": 1})
+    assert state.repairs.events == [[], []] and state.active == [0, 1]
+    _far_component(state.params, restart=1)
+    result = run_em(data, None, covariance, resume=state, **kwargs)
+    assert result.repairs.events[0] == [] and [e.iteration for e in result.repairs.events[1]] == [2]
+    assert (result.n_iter, result.converged) == ([2, 4], [True, True])
 
 
 def test_estimator_keeps_best_restart():

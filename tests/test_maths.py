@@ -193,3 +193,23 @@ def fit_many_nearly_empty_components(covariance_type: str, device: str) -> None:
 def test_rounding_never_makes_a_variance_negative(covariance_type):
     """Float32 moments of nearly empty components can round a variance below 0: it is clamped, not failed."""
     fit_many_nearly_empty_components(covariance_type, "cpu")
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_variance_rounded_below_zero_is_clamped_before_reg_covar(covariance_type):
+    """Moments summed in float32 can leave ``s2 / nk - shift^2`` of a nearly empty component a little below 0
+    (here -5e-6): the true variance never is, so it is taken as 0 and the component gets exactly reg_covar,
+    a valid covariance, instead of a negative one that would fail and need a repair."""
+    covariance = get_covariance_type(covariance_type)
+    nk = torch.tensor([[50.0, 0.25]], dtype=torch.float64)
+    shift = torch.tensor([[[0.5, -1.0], [2.0, 3.0]]], dtype=torch.float64)
+    variance = torch.tensor([[[1.0, 2.0], [-5e-6, -5e-6]]], dtype=torch.float64)  # per feature, about the new mean
+    s2 = (variance + shift**2) * nk.unsqueeze(-1)
+    if covariance_type == "spherical":
+        s2 = s2.sum(-1, keepdim=True)
+    stats = Statistics(torch.zeros(1, dtype=torch.float64), nk, shift * nk.unsqueeze(-1), s2)
+    centre = torch.zeros(1, 2, 2, dtype=torch.float64)
+    params, ok = m_step(stats, centre, covariance, 1e-6, torch.float64)
+    assert ok.tolist() == [[True, True]]
+    empty = params.covariances[0, 1]
+    torch.testing.assert_close(empty, torch.full_like(empty, 1e-6), rtol=1e-9, atol=0)

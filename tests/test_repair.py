@@ -145,6 +145,23 @@ def test_regularisation_grows_tenfold_from_a_scale_of_its_own():
     assert ratio == pytest.approx(10 ** round(math.log10(ratio)), rel=1e-6)  # first * 10**j
 
 
+def test_regularisation_takes_tenfold_steps_until_it_factorises():
+    """An indefinite covariance (eigenvalue about -1.5e4, as rounding can leave): reg_covar r makes its second
+    squared pivot about 2 r - 3e4, so the first raise (sqrt(eps) of the mean variance, 340) and ten times it fail
+    and a hundred times it is the first to factorise."""
+    covariance = get_covariance_type("full")
+    indefinite = [[[1e6, 1e6], [1e6, 1e6 - 3e4]]]
+    stats, means = statistics("full", [50.0], [[0.0, 0.0]], indefinite)
+    state = RepairState.start(1, 1, covariance, 0.0, means.device)
+    params, ok = m_step(stats, means, covariance, state.reg_covar, torch.float32)
+    _, ok = repair(stats, means, covariance, params, ok, state, torch.tensor([0]), torch.float32, iteration=1)
+    assert ok.tolist() == [True]
+    first = math.sqrt(torch.finfo(torch.float32).eps) * (1e6 - 1.5e4)
+    [event] = state.events[0]
+    assert event.reg_covar == pytest.approx(100 * first, rel=1e-6)  # (a doubling rule would give 64 first)
+    assert float(state.reg_covar[0, 0]) == event.reg_covar
+
+
 def test_tied_repair_names_the_shared_covariance():
     rng = np.random.default_rng(1)
     X = np.c_[rng.normal(size=(100, 2)), np.full(100, 3.0)]  # a constant feature
@@ -321,6 +338,27 @@ def test_working_dtype():
     assert working_dtype(params(10.0), covariance) == torch.float32
     assert working_dtype(params(1e4), covariance) == torch.float64  # eps * 1e8 nats of rounding
     assert working_dtype(params(1e4).map(lambda t: t.double()), covariance) == torch.float64
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factorise_refuses_pivots_below_the_working_precision(covariance_type, dtype):
+    """[[1, c], [c, 1]] has squared second pivot 1 - c^2: refused below max(100 eps, 1e-10), accepted above.
+
+    A plain Cholesky accepts every positive pivot; one of a few eps is rounding noise, whose log and inverse
+    made densities jitter by nats from pass to pass (see the test below).
+    """
+    covariance = get_covariance_type(covariance_type)
+    rtol = max(100 * torch.finfo(dtype).eps, 1e-10)
+    for pivot, accepted in ((0.1 * rtol, False), (0.5 * rtol, False), (2 * rtol, True), (1e3 * rtol, True)):
+        c = math.sqrt(1.0 - pivot)  # in float64: its rounding moves 1 - c^2 by about 1e-16
+        matrix = torch.tensor([[1.0, c], [c, 1.0]], dtype=torch.float64)
+        covariances = matrix.expand(1, 3, 2, 2) if covariance_type == "full" else matrix.expand(1, 2, 2)
+        factors, ok = covariance.factorise(covariances.clone(), dtype)
+        assert torch.linalg.cholesky_ex(matrix).info == 0  # a plain Cholesky accepts them all
+        assert ok.all().item() is accepted, (pivot, rtol)
+        if not accepted:
+            assert torch.isfinite(factors).all()  # a finite placeholder
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])

@@ -96,13 +96,10 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 @st.composite
-def cases(
-    draw, reg_covars=(1e-6, 0.0), init_methods=INIT_METHODS, singular_features: bool = True, hostile: bool = False
-) -> Case:
+def cases(draw, hostile: bool = False) -> Case:
     """Small shapes, all covariance types and dtypes, scales 1e-6..1e6, offsets up to 1e4, degeneracies.
 
-    ``singular_features=False`` leaves out the constant and duplicated features; ``hostile`` turns every
-    degeneracy on and keeps only the extreme scales.
+    ``hostile`` turns every degeneracy on and keeps only the extreme scales.
     """
     seed = draw(st.integers(0, 2**32 - 1))
     n_components = draw(st.integers(1, 6))
@@ -111,15 +108,14 @@ def cases(
     n_clusters = draw(st.integers(1, n_components))  # often fewer true clusters than components
     singletons = draw(st.integers(1 if hostile and n_samples > 1 else 0, min(2, n_samples - 1)))
     flag = st.just(True) if hostile else st.booleans()
-    singular = flag if singular_features else st.just(False)
     X = build_data(
         np.random.default_rng(seed),
         n_samples,
         n_features,
         n_clusters,
         duplicated_rows=draw(flag),
-        constant_feature=draw(singular),
-        duplicated_feature=draw(singular),
+        constant_feature=draw(flag),
+        duplicated_feature=draw(flag),
         singletons=singletons,
     )
     scale = 10.0 ** draw(st.sampled_from([-6, 6]) if hostile else st.integers(-6, 6))
@@ -129,9 +125,9 @@ def cases(
         X=(X * scale + offset).astype(dtype),
         n_components=n_components,
         covariance_type=draw(st.sampled_from(COVARIANCE_TYPES)),
-        reg_covar=draw(st.sampled_from(reg_covars)),
+        reg_covar=draw(st.sampled_from([1e-6, 0.0])),
         n_init=draw(st.integers(1, 3)),
-        init_params=draw(st.sampled_from(init_methods)),
+        init_params=draw(st.sampled_from(INIT_METHODS)),
         tol=draw(st.sampled_from([1e-3, 0.0])),
         seed=seed,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -311,12 +312,24 @@ def test_ctrl_c_leaves_no_model_file(tmp_path):
     process = subprocess.Popen(
         [*COMMAND, "fit", str(tmp_path / "big.npy"), "-k", "16", "--max-iter", "10000", "--tol", "0",
          "--n-init", "1", "-o", str(tmp_path / "m.pt")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
-    time.sleep(6)  # import, first pass, into the EM loop
-    assert process.poll() is None, process.communicate()
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        time.sleep(6)  # import, first pass, into the EM loop
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Seen twice on a loaded machine: the interrupt was lost and EM went on. SIGABRT makes the
+            # fault handler print where every thread is, so the failure says where it was lost.
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=30)
+            pytest.fail(f"Ctrl-C did not stop the fit within 60 s; where it was:\n{stderr[-6000:]}")
+    finally:
+        if process.poll() is None:  # never leave a fit running for the rest of the suite
+            process.kill()
+            process.communicate()
     assert process.returncode == 130
     assert stderr.strip().splitlines() == ["torchgmm: interrupted; no model file was written."]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy"]  # no model, no temporary file

@@ -1,5 +1,6 @@
 """torchgmm: Gaussian mixture models fitted by batched EM on CPU or CUDA with PyTorch."""
 
+from torchgmm._version import __version__
 from torchgmm.estimator import GaussianMixture
 from torchgmm.exceptions import (
     ConvergenceWarning,
@@ -24,5 +25,3 @@ __all__ = [
     "OutOfMemoryWarning",
     "__version__",
 ]
-
-__version__ = "0.1.0"

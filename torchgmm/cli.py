@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchgmm import __version__
+from torchgmm._version import __version__
 from torchgmm.estimator import GaussianMixture
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]

@@ -15,17 +15,16 @@ it belongs to, so that a fit can resume from it and refuse one of another fit.
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from torchgmm import __version__
+from torchgmm._files import write_atomic
+from torchgmm._version import __version__
 from torchgmm.repair import Repair
 
 FORMAT = "torchgmm-model"
@@ -79,21 +78,8 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
 
 
 def _write_atomic(content: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, renamed over it once complete."""
-    path = Path(path)
-    # checked here so the error names the target's folder, not the temporary file
-    if not path.parent.is_dir():
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(content, f)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`torchgmm._files.write_atomic`."""
+    write_atomic(path, lambda temporary: torch.save(content, temporary))
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device | None = None) -> Any:

@@ -63,7 +63,7 @@ def _raised_on_every_rank(exc: Exception) -> bool:
 
 
 def _count_checkpoint_saves() -> None:
-    from torchgmm.persistence import Checkpoint
+    from torchgmm.checkpoint import Checkpoint
 
     original = Checkpoint.save
 
@@ -135,11 +135,10 @@ def partial_fit(batches: list, params: dict, start=None) -> dict:
 
 def sample(X, size: int, seed: int) -> dict:
     """``DataSource.sample`` over this rank's shard (with the shift its rows are centred on)."""
-    from torchgmm.data import TensorSource
+    from torchgmm.data import TensorSource, scan
 
-    source = TensorSource(torch.from_numpy(X), torch.float64)
-    source.scan()
-    return dict(rows=source.sample(size, seed).numpy(), shift=source.shift.numpy())
+    data = scan(TensorSource(torch.from_numpy(X)), dtype=torch.float64)
+    return dict(rows=data.sample(size, seed).numpy(), shift=data.shift.numpy())
 
 
 KINDS = {"fit": fit, "partial_fit": partial_fit, "sample": sample}

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+# Every attribute fit sets (the library's one schema): a failed fit must leave none of them behind.
+from torchgmm.model import FITTED_ATTRIBUTES
+
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
-# Every attribute fit sets: a failed fit must leave none of them behind.
-FITTED_ATTRIBUTES = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-    "converged_",
-    "n_iter_",
-    "lower_bound_",
-    "lower_bounds_",
-    "init_lower_bounds_",
-    "init_converged_",
-    "n_features_in_",
-)
+
+def attribute_values(estimator) -> dict:
+    """Deep copies of every fitted attribute the estimator has (arrays, tensors, lists of bounds and repairs)."""
+    return {name: copy.deepcopy(getattr(estimator, name)) for name in FITTED_ATTRIBUTES if hasattr(estimator, name)}
+
+
+def assert_same_attributes(before: dict, after: dict) -> None:
+    """Two :func:`attribute_values` snapshots hold exactly the same values."""
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        other = after[name]
+        if isinstance(value, (np.ndarray, torch.Tensor)):
+            np.testing.assert_array_equal(np.asarray(other), np.asarray(value), err_msg=name)
+        else:
+            assert other == value, name
 
 
 def make_blobs(n_per: int = 150, n_features: int = 3, n_components: int = 3, spread: float = 6.0, seed: int = 0):
@@ -81,19 +85,17 @@ def working_dtypes(monkeypatch):
     A float32 pass that falls back to float64 is still accurate, so accuracy tests of float32 alone cannot tell
     whether float32 arithmetic was really tested; this can.
     """
-    import torchgmm.em
-    import torchgmm.estimator
+    import torchgmm.passes
 
     chosen = []
-    original = torchgmm.em.working_dtype
+    original = torchgmm.passes.working_dtype
 
     def recording(params, covariance):
         dtype = original(params, covariance)
         chosen.append(dtype)
         return dtype
 
-    monkeypatch.setattr(torchgmm.em, "working_dtype", recording)
-    monkeypatch.setattr(torchgmm.estimator, "working_dtype", recording)
+    monkeypatch.setattr(torchgmm.passes, "working_dtype", recording)
     return chosen
 
 
@@ -111,3 +113,25 @@ def dense_covariances(gm):
     if gm.covariance_type == "diag":
         return np.stack([np.diag(c) for c in cov])
     return cov[:, None, None] * np.eye(d)
+
+
+def run_restarts(data, params, covariance, *, tol, reg_covar, max_iter, ok=None, rows=None, lower_bound=None):
+    """The EM loop (``torchgmm.trainer.run_em``) on ``params`` of R restarts from a fresh state at ``reg_covar``."""
+    import math
+
+    from torchgmm.mstep import RepairState
+    from torchgmm.trainer import EMConfig, EMState, run_em
+
+    R, K = params.means.shape[:2]
+    repairs = RepairState.start(R, K, covariance, reg_covar, params.means.device)
+    state = EMState.start(params, repairs, ok, -math.inf if lower_bound is None else lower_bound)
+    return run_em(data, state, EMConfig(covariance, tol, max_iter, rows))
+
+
+def initial(method, data, n_components, n_restarts, covariance, reg_covar, generator, rows=None):
+    """``torchgmm.init.initialize`` from a fresh repair state at ``reg_covar``: ``(params, ok)``."""
+    from torchgmm.init import initialize
+    from torchgmm.mstep import RepairState
+
+    state = RepairState.start(n_restarts, n_components, covariance, reg_covar, data.device)
+    return initialize(method, data, n_components, n_restarts, covariance, generator, state, rows)

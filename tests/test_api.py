@@ -558,7 +558,7 @@ def test_silent_by_default(X, capsys):
 )
 def test_matmul_precision_is_scoped_to_the_call(precision, covariance_type, seen_inside, monkeypatch):
     """The setting holds inside fit and predict (full and tied only) and torch's own comes back after."""
-    import torchgmm.estimator
+    import torchgmm.passes
     import torchgmm.trainer
 
     seen = []
@@ -573,7 +573,7 @@ def test_matmul_precision_is_scoped_to_the_call(precision, covariance_type, seen
         monkeypatch.setattr(module, name, wrapped)
 
     spy(torchgmm.trainer, "e_step")
-    spy(torchgmm.estimator, "estimate_log_prob_resp")
+    spy(torchgmm.passes, "estimate_log_prob_resp")
     X, _ = make_blobs(120, 2, 2, 5.0, seed=3)
     gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0, matmul_precision=precision)
     labels = gm.fit_predict(X)

@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchgmm
-import torchgmm.memory
 import torchgmm.online
+import torchgmm.passes
 import torchgmm.trainer
 from torchgmm import GaussianMixture, GaussianMixtureModule, cli
 
@@ -470,7 +470,7 @@ def _out_of_memory_distributed() -> None:
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
     with mock.patch.object(torchgmm.distributed, "is_distributed", return_value=True):
-        torchgmm.memory.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
+        torchgmm.passes.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
 
 
 CASES: dict[str, Callable[[], Any]] = {
@@ -812,7 +812,7 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("checkpoint_path", _torch_file("tensor.ckpt", torch.ones(3))),
     ),
     "checkpoint-format-version": lambda: _parameter(
-        "checkpoint_path", _checkpoint_with("future.ckpt", lambda content: content.update(format_version=2))
+        "checkpoint_path", _checkpoint_with("future.ckpt", lambda content: content.update(format_version=3))
     ),
     "checkpoint-damaged": lambda: _each(
         lambda: _parameter("checkpoint_path", _checkpoint_with("no-state.ckpt", lambda c: c.update(state=[1, 2]))),
@@ -832,12 +832,12 @@ CASES: dict[str, Callable[[], Any]] = {
     ),
     "checkpoint-other-data": lambda: GaussianMixture(2, max_iter=5, checkpoint_path=_checkpoint()).fit(X + 1),
     "out-of-memory": lambda: _each(
-        lambda: _out_of_memory_in("torchgmm.trainer.m_step", lambda: _fit()),
-        lambda: _out_of_memory_in("torchgmm.estimator.working_dtype", lambda: _fitted().predict(X)),
-        lambda: _out_of_memory_in("torchgmm.online.m_step", lambda: GaussianMixture(2).partial_fit(X)),
+        lambda: _out_of_memory_in("torchgmm.trainer.maximise", lambda: _fit()),
+        lambda: _out_of_memory_in("torchgmm.passes.working_dtype", lambda: _fitted().predict(X)),
+        lambda: _out_of_memory_in("torchgmm.online.maximise", lambda: GaussianMixture(2).partial_fit(X)),
     ),
     "out-of-memory-one-row": lambda: _each(
-        lambda: _out_of_memory_in("torchgmm.estimator.estimate_log_prob_resp", lambda: _fitted().predict(X)),
+        lambda: _out_of_memory_in("torchgmm.passes.estimate_log_prob_resp", lambda: _fitted().predict(X)),
         lambda: _out_of_memory_in("torchgmm.trainer.e_step", lambda: _fit()),
     ),
     "out-of-memory-distributed": lambda: _out_of_memory_distributed(),

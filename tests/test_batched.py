@@ -7,13 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, initial, make_blobs, run_restarts
 
 from torchgmm import GaussianMixture
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
-from torchgmm.init import initialize
-from torchgmm.trainer import run_em
+from torchgmm.trainer import EMConfig, run_em
 
 
 def _data(seed=0, dtype=torch.float64):
@@ -38,12 +37,12 @@ def test_batched_equals_sequential(covariance_type, init_params):
     data = _data()
     covariance = get_covariance_type(covariance_type)
     generator = torch.Generator().manual_seed(4)
-    params, ok = initialize(init_params, data, 4, 5, covariance, 1e-6, generator)
+    params, ok = initial(init_params, data, 4, 5, covariance, 1e-6, generator)
     kwargs = dict(tol=1e-5, reg_covar=1e-6, max_iter=300)
-    batched = run_em(data, params, covariance, ok=ok, **kwargs)
+    batched = run_restarts(data, params, covariance, ok=ok, **kwargs)
     assert not any(batched.failed)
     for r in range(5):
-        single = run_em(data, params.select(torch.tensor([r])), covariance, **kwargs)
+        single = run_restarts(data, params.select(torch.tensor([r])), covariance, **kwargs)
         _assert_restart_equal(batched, r, single)
     if init_params == "random" and covariance_type != "tied":
         # (tied random starts all stall at once on the symmetric saddle)
@@ -54,9 +53,9 @@ def test_batched_equals_sequential(covariance_type, init_params):
 def test_chunked_fit_equals_unchunked():
     data = _data(seed=2)
     covariance = get_covariance_type("full")
-    params, ok = initialize("random", data, 4, 3, covariance, 1e-6, torch.Generator().manual_seed(0))
-    whole = run_em(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100)
-    chunked = run_em(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, rows=37)
+    params, ok = initial("random", data, 4, 3, covariance, 1e-6, torch.Generator().manual_seed(0))
+    whole = run_restarts(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100)
+    chunked = run_restarts(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, rows=37)
     for r in range(3):
         _assert_restart_equal(whole, r, chunked, r)
 
@@ -64,16 +63,16 @@ def test_chunked_fit_equals_unchunked():
 def test_failed_restart_does_not_poison_the_others():
     data = _data(seed=1)
     covariance = get_covariance_type("full")
-    params, ok = initialize("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
+    params, ok = initial("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
     # Restart 1 has a non-finite precision factor: its statistics are NaN and it is dropped.
     params.precisions_cholesky[1, 2, 0, 0] = math.nan
     kwargs = dict(tol=1e-6, reg_covar=0.0, max_iter=100)
-    result = run_em(data, params, covariance, ok=ok, **kwargs)
+    result = run_restarts(data, params, covariance, ok=ok, **kwargs)
     assert result.failed == [False, True, False]
     assert result.lower_bound[1] == -math.inf
     assert result.best() in (0, 2)
     for r in (0, 2):
-        single = run_em(data, params.select(torch.tensor([r])), covariance, **kwargs)
+        single = run_restarts(data, params.select(torch.tensor([r])), covariance, **kwargs)
         _assert_restart_equal(result, r, single)
         assert all(math.isfinite(v) for v in result.lower_bounds[r])
         assert torch.isfinite(result.params.covariances[r]).all()
@@ -84,10 +83,10 @@ def test_repaired_restart_does_not_touch_the_others(covariance_type):
     """A component far from all data empties; with reg_covar=0 it is repaired in its restart only."""
     data = _data(seed=1)
     covariance = get_covariance_type(covariance_type)
-    params, ok = initialize("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
+    params, ok = initial("kmeans", data, 4, 3, covariance, 0.0, torch.Generator().manual_seed(1))
     params.means[1, 0] = 1e3
     kwargs = dict(tol=1e-6, reg_covar=0.0, max_iter=100)
-    result = run_em(data, params, covariance, ok=ok, **kwargs)
+    result = run_restarts(data, params, covariance, ok=ok, **kwargs)
     assert not any(result.failed)
     assert result.repairs.events[0] == [] and result.repairs.events[2] == []
     if covariance.per_component:
@@ -96,7 +95,7 @@ def test_repaired_restart_does_not_touch_the_others(covariance_type):
     else:  # the shared covariance does not degenerate with one empty component
         assert result.repairs.events[1] == []
     for r in (0, 2):
-        single = run_em(data, params.select(torch.tensor([r])), covariance, **kwargs)
+        single = run_restarts(data, params.select(torch.tensor([r])), covariance, **kwargs)
         _assert_restart_equal(result, r, single)
     for name in ("weights", "means", "covariances", "precisions_cholesky"):
         assert torch.isfinite(getattr(result.params, name)).all()
@@ -119,17 +118,17 @@ def test_no_convergence_on_a_repair_or_the_iteration_after(covariance_type):
     covariance = get_covariance_type(covariance_type)
     kwargs = dict(tol=1e9, reg_covar=0.0, max_iter=20)
     # Repaired at iteration 1: iteration 1 changes from -inf, iteration 2 is the one after; it ends at 3.
-    params, ok = initialize("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
-    result = run_em(data, _far_component(params), covariance, ok=ok, **kwargs)
+    params, ok = initial("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
+    result = run_restarts(data, _far_component(params), covariance, ok=ok, **kwargs)
     assert [e.iteration for e in result.repairs.events[0]] == [1]
     assert result.repairs.events[1] == []
     assert (result.n_iter, result.converged) == ([3, 2], [True, True])
     # Repaired at iteration 2 (after a healthy first iteration): neither 2 nor 3 counts; it ends at 4.
-    params, ok = initialize("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
-    state = run_em(data, params, covariance, ok=ok, **{**kwargs, "max_iter": 1})
+    params, ok = initial("kmeans", data, 4, 2, covariance, 0.0, torch.Generator().manual_seed(1))
+    state = run_restarts(data, params, covariance, ok=ok, **{**kwargs, "max_iter": 1})
     assert state.repairs.events == [[], []] and state.active == [0, 1]
     _far_component(state.params, restart=1)
-    result = run_em(data, None, covariance, resume=state, **kwargs)
+    result = run_em(data, state, EMConfig(covariance, kwargs["tol"], kwargs["max_iter"]))
     assert result.repairs.events[0] == [] and [e.iteration for e in result.repairs.events[1]] == [2]
     assert (result.n_iter, result.converged) == ([2, 4], [True, True])
 
@@ -145,9 +144,10 @@ def test_estimator_keeps_best_restart():
     covariance = get_covariance_type("full")
     singles = []
     generator = torch.Generator().manual_seed(0)
-    params, ok = initialize("random", data, 5, 6, covariance, 1e-6, generator)
+    params, ok = initial("random", data, 5, 6, covariance, 1e-6, generator)
     for r in range(6):
-        single = run_em(data, params.select(torch.tensor([r])), covariance, tol=1e-6, reg_covar=1e-6, max_iter=500)
+        alone = params.select(torch.tensor([r]))
+        single = run_restarts(data, alone, covariance, tol=1e-6, reg_covar=1e-6, max_iter=500)
         singles.append(single.lower_bound[0])
     np.testing.assert_allclose(gm.init_lower_bounds_, singles, rtol=1e-10)
 

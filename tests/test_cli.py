@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from torchgmm.cli import adjusted_rand_index
+from torchgmm.cli.metrics import adjusted_rand_index
 
 # The console script installed beside this interpreter (the README's install puts it there).
 SCRIPT = Path(sys.executable).parent / "torchgmm"
@@ -149,7 +149,7 @@ def test_config_file_with_command_line_overrides(blobs, tmp_path):
 def test_shipped_configs_are_valid(name, blobs, tmp_path):
     import yaml
 
-    from torchgmm.cli import FIT_DEFAULTS
+    from torchgmm.cli.options import FIT_DEFAULTS
 
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml").read_text())
     assert set(config) <= set(FIT_DEFAULTS)
@@ -344,7 +344,7 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
     gm = GaussianMixture(2, random_state=0).fit(np.random.default_rng(0).normal(size=(50, 2)))
 
     def broken(obj, f, *args, **kwargs):
-        f.write(b"partial")
+        Path(f).write_bytes(b"partial")  # (the temporary file's path)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", broken)

@@ -30,7 +30,7 @@ from _distributed_worker import run_scenarios
 from conftest import COVARIANCE_TYPES, make_blobs
 
 from torchgmm import GaussianMixture, distributed
-from torchgmm.data import TensorSource
+from torchgmm.data import TensorSource, scan
 from torchgmm.init import _SEEDING_ROWS
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -391,10 +391,9 @@ def test_first_partial_fit_uses_rank_zero_seed(ranks, init_params):
 def test_sample_equals_one_process(ranks, case):
     """Each rank keeps its smallest keys; the merge keeps the global smallest: one process's rows, in its order."""
     shards, size, seed = SAMPLES[case]
-    source = TensorSource(torch.from_numpy(np.concatenate(shards)), torch.float64)
-    source.scan()
-    expected = source.sample(size, seed).numpy()
-    assert expected.shape == (min(size, source.n_samples), source.n_features)
+    data = scan(TensorSource(torch.from_numpy(np.concatenate(shards))), dtype=torch.float64)
+    expected = data.sample(size, seed).numpy()
+    assert expected.shape == (min(size, data.n_samples), data.n_features)
     scale = np.abs(expected).max()
     for r in ranks.results(f"sample-{case}"):
         assert r["rows"].shape == expected.shape

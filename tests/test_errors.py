@@ -14,14 +14,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import FITTED_ATTRIBUTES, identity_precisions
+from conftest import (
+    FITTED_ATTRIBUTES,
+    assert_same_attributes,
+    attribute_values,
+    identity_precisions,
+    initial,
+    run_restarts,
+)
 
 import torchgmm
 from torchgmm import ConvergenceWarning, GaussianMixture, NotFittedError
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
-from torchgmm.init import initialize
-from torchgmm.trainer import run_em
 
 K, D = 2, 3
 
@@ -403,13 +408,13 @@ def test_degenerate_fit_is_fine_with_reg_covar():
 def test_failed_refit_keeps_previous_fit(X):
     """A fit that fails leaves the attributes of the previous successful fit untouched."""
     gm = GaussianMixture(K, random_state=0).fit(X)
-    before = {name: np.copy(getattr(gm, name)) for name in FITTED_ATTRIBUTES}
+    before = attribute_values(gm)
+    assert before.keys() == set(FITTED_ATTRIBUTES)
     labels = gm.predict(X)
     gm.set_params(n_components=1)
     with pytest.raises(ValueError, match=FAILED_FIT):
         gm.fit(1e200 * X)
-    for name, value in before.items():
-        np.testing.assert_array_equal(np.asarray(getattr(gm, name)), value, err_msg=name)
+    assert_same_attributes(before, attribute_values(gm))
     gm.set_params(n_components=K)
     np.testing.assert_array_equal(gm.predict(X), labels)
 
@@ -431,21 +436,21 @@ def test_some_restarts_fail_at_trainer_level():
     covariance = get_covariance_type("full")
     data = scanned(X, torch.float64)
     generator = torch.Generator().manual_seed(0)
-    params, ok = initialize("kmeans", data, 2, 3, covariance, 1e-6, generator)
-    assert ok.all()
-    ok = torch.tensor([True, False, True])
-    result = run_em(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, ok=ok)
+    params, ok = initial("kmeans", data, 2, 3, covariance, 1e-6, generator)
+    assert all(ok)
+    ok = [True, False, True]
+    result = run_restarts(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, ok=ok)
     assert result.failed == [False, True, False]
     assert result.lower_bound[1] == -math.inf
     assert result.lower_bounds[1] == [] and result.n_iter[1] == 0 and not result.converged[1]
     assert all(math.isfinite(result.lower_bound[r]) and result.converged[r] for r in (0, 2))
     assert result.best() in (0, 2)
     # the surviving restarts are exactly what they are when run alone
-    alone = run_em(data, params.select(torch.tensor([0])), covariance, tol=1e-6, reg_covar=1e-6, max_iter=100)
+    alone = run_restarts(data, params.select(torch.tensor([0])), covariance, tol=1e-6, reg_covar=1e-6, max_iter=100)
     assert alone.lower_bounds[0] == pytest.approx(result.lower_bounds[0], rel=1e-12)
     np.testing.assert_allclose(alone.params.means[0], result.params.means[0], rtol=1e-10)
     # with every restart marked failed there is no best restart
-    none_ok = run_em(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, ok=torch.zeros(3, dtype=bool))
+    none_ok = run_restarts(data, params, covariance, tol=1e-6, reg_covar=1e-6, max_iter=100, ok=[False] * 3)
     assert none_ok.best() is None and none_ok.failed == [True] * 3
 
 

@@ -10,12 +10,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import COVARIANCE_TYPES, FITTED_ATTRIBUTES, make_blobs
+from conftest import COVARIANCE_TYPES, FITTED_ATTRIBUTES, assert_same_attributes, attribute_values, make_blobs
 
 import torchgmm
 import torchgmm.data
-import torchgmm.em
-import torchgmm.memory
+import torchgmm.fitter
+import torchgmm.passes
 import torchgmm.trainer
 from torchgmm import (
     ConvergenceWarning,
@@ -24,11 +24,11 @@ from torchgmm import (
     OutOfMemoryError,
     OutOfMemoryWarning,
 )
-from torchgmm.data import DataSource
-from torchgmm.memory import is_out_of_memory, retry_with_fewer_rows
+from torchgmm.data import ScannedData
+from torchgmm.passes import is_out_of_memory, retry_with_fewer_rows
 
 # Everything a fit sets, including what fit adds beyond scikit-learn's attributes.
-RESULTS = (*FITTED_ATTRIBUTES, "init_lower_bounds_history_", "repairs_", "init_repairs_")
+RESULTS = FITTED_ATTRIBUTES
 
 
 def hard_data() -> np.ndarray:
@@ -139,7 +139,7 @@ def test_initialisation_is_checkpointed_and_not_redone(tmp_path, monkeypatch):
     def no_init(*args, **kwargs):
         raise AssertionError("a resumed fit initialised again")
 
-    monkeypatch.setattr(torchgmm.estimator, "initialize", no_init)
+    monkeypatch.setattr(torchgmm.fitter, "initialize", no_init)
     resumed = fit_quietly(estimator("diag", checkpoint_path=path), X)
     monkeypatch.undo()
     assert_same_fit(fit_quietly(estimator("diag"), X), resumed)
@@ -158,7 +158,7 @@ def test_an_error_mid_fit_leaves_a_checkpoint(tmp_path, monkeypatch):
     """Running out of memory in an M-step at iteration 4: the state of iteration 3 is saved, and resumes."""
     X = hard_data()
     path = tmp_path / "fit.ckpt"
-    real_m_step, calls = torchgmm.trainer.m_step, []
+    real_m_step, calls = torchgmm.trainer.maximise, []
 
     def failing_m_step(*args, **kwargs):
         calls.append(1)
@@ -166,7 +166,7 @@ def test_an_error_mid_fit_leaves_a_checkpoint(tmp_path, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_m_step(*args, **kwargs)
 
-    monkeypatch.setattr(torchgmm.trainer, "m_step", failing_m_step)
+    monkeypatch.setattr(torchgmm.trainer, "maximise", failing_m_step)
     with pytest.raises(OutOfMemoryError, match=r"ran out of memory .* in fit"):
         fit_quietly(estimator("tied", checkpoint_path=path), X)
     monkeypatch.undo()
@@ -214,20 +214,21 @@ def test_model_files_keep_repairs(tmp_path):
 def test_cli_resumes_after_ctrl_c(tmp_path, monkeypatch, capsys):
     """`torchgmm fit --checkpoint`: Ctrl-C keeps the state and says so; the same command resumes to the same model."""
     from torchgmm import cli
+    from torchgmm.cli.progress import Progress
 
     X = hard_data()
     np.save(tmp_path / "X.npy", X)
     argv = ["fit", str(tmp_path / "X.npy"), "-k", "4", "--reg-covar", "0", "--tol", "1e-8", "--max-iter", "40"]
     argv += ["--init-params", "random_from_data", "--seed", "1", "--batch-size", "64", "-o"]
     assert cli.main([*argv, str(tmp_path / "whole.pt"), "-q"]) == 0
-    real_progress = cli.Progress.__call__
+    real_progress = Progress.__call__
 
     def interrupted(self, iteration, running, best):
         real_progress(self, iteration, running, best)
         if iteration == 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.Progress, "__call__", interrupted)
+    monkeypatch.setattr(Progress, "__call__", interrupted)
     resumable = [*argv, str(tmp_path / "m.pt"), "--checkpoint", str(tmp_path / "c.ckpt"), "--checkpoint-interval", "2"]
     assert cli.main(resumable) == 130
     assert "run the same command to resume" in capsys.readouterr().err
@@ -244,11 +245,11 @@ def test_cli_resumes_after_ctrl_c(tmp_path, monkeypatch, capsys):
 
 
 def chunks_over(limit: int, refused: list[int]):
-    """``DataSource.chunks`` where every pass runs out of memory with chunks of more than ``limit`` rows.
+    """``ScannedData.chunks`` where every pass runs out of memory with chunks of more than ``limit`` rows.
 
     The first pass (fixed chunks of ``rows x D``, no per-component temporaries) is spared.
     """
-    real = DataSource.chunks
+    real = ScannedData.chunks
 
     def chunks(source, rows):
         if limit < rows != torchgmm.data._SCAN_ROWS:
@@ -264,7 +265,7 @@ def test_passes_retry_with_fewer_rows(monkeypatch, covariance_type):
     """Every pass (initialisation, EM, prediction) starts over in halves until its chunks fit, then warns once."""
     X, _ = make_blobs(100, 3, 3, 6.0, seed=0)  # 300 rows: 300 -> 150 -> 75 -> 37
     refused = []
-    monkeypatch.setattr(DataSource, "chunks", chunks_over(40, refused))
+    monkeypatch.setattr(ScannedData, "chunks", chunks_over(40, refused))
     gm = GaussianMixture(3, covariance_type=covariance_type, n_init=2, random_state=0)
     with pytest.warns(OutOfMemoryWarning) as record:
         labels = gm.fit_predict(X)
@@ -318,7 +319,7 @@ def test_one_row_that_does_not_fit_is_a_clear_error():
 
 
 def test_distributed_fits_do_not_retry_on_one_rank(monkeypatch):
-    monkeypatch.setattr(torchgmm.memory.distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(torchgmm.passes.distributed, "is_distributed", lambda: True)
 
     def run(rows):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -336,14 +337,14 @@ def test_out_of_memory_outside_the_passes_leaves_the_estimator_as_it_was(monkeyp
     gm = GaussianMixture(2, random_state=0)
     if where != "fit":
         gm.fit(X)
-    before = {name: np.copy(getattr(gm, name)) for name in FITTED_ATTRIBUTES if hasattr(gm, name)}
+    before = attribute_values(gm)
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes.")
 
-    for module in (torchgmm.trainer, torchgmm.online, torchgmm.em):
-        monkeypatch.setattr(module, "m_step", no_memory, raising=False)
-    monkeypatch.setattr(torchgmm.estimator, "estimate_log_prob_resp", no_memory)
+    for module in (torchgmm.trainer, torchgmm.online):
+        monkeypatch.setattr(module, "maximise", no_memory)
+    monkeypatch.setattr(torchgmm.passes, "estimate_log_prob_resp", no_memory)
     call = {
         "fit": lambda: gm.fit(X),
         "refit": lambda: gm.fit(X),
@@ -362,10 +363,7 @@ def test_out_of_memory_outside_the_passes_leaves_the_estimator_as_it_was(monkeyp
         call()
     assert isinstance(info.value, torch.OutOfMemoryError)  # what code catching torch's error expects
     assert "can't allocate memory" in str(info.value.__cause__)
-    after = {name: getattr(gm, name) for name in FITTED_ATTRIBUTES if hasattr(gm, name)}
-    assert after.keys() == before.keys()
-    for name, value in before.items():
-        np.testing.assert_array_equal(np.asarray(after[name]), value, err_msg=name)
+    assert_same_attributes(before, attribute_values(gm))
 
 
 def test_fitted_attributes_are_set_together(monkeypatch):
@@ -386,7 +384,7 @@ def test_fitted_attributes_are_set_together(monkeypatch):
 
 def test_retries_start_from_the_given_batch_size(monkeypatch):
     X, _ = make_blobs(100, 3, 3, 6.0, seed=0)
-    monkeypatch.setattr(DataSource, "chunks", chunks_over(10, []))
+    monkeypatch.setattr(ScannedData, "chunks", chunks_over(10, []))
     with pytest.warns(OutOfMemoryWarning) as record:
         GaussianMixture(3, n_init=2, random_state=0, batch_size=30).fit(X)
     messages = {str(w.message) for w in record if w.category is OutOfMemoryWarning}

@@ -10,6 +10,7 @@ ever exists. On CUDA the allocator's own peak is checked the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -22,7 +23,9 @@ from torch.utils._pytree import tree_flatten
 from torchgmm import ConvergenceWarning, GaussianMixture
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
-from torchgmm.em import MixtureParameters, chunk_rows, e_step
+from torchgmm.em import MixtureParameters
+from torchgmm.kernels import kernel_for
+from torchgmm.passes import chunk_rows, e_step
 
 CPU_BUDGET = 1 << 20  # elements per chunk temporary on CPU (chunk_rows' docstring)
 
@@ -91,7 +94,7 @@ def test_elements_per_row_covers_the_largest_e_step_temporary(covariance_type):
     with LargestAllocation() as seen:
         e_step(data, params, covariance, rows=n)
     per_row = seen.nbytes / n / 4  # float32 elements
-    assert per_row <= covariance.elements_per_row(R, K, D), seen.where
+    assert per_row <= kernel_for(covariance).elements_per_row(R, K, D), seen.where
 
 
 # ------------------------------------------------------------------------- temporaries do not grow with the data
@@ -105,12 +108,12 @@ def _problem(covariance_type: str, n_samples: int, R: int, K: int, D: int, seed:
     data = scanned(torch.from_numpy(X))
     covariance = get_covariance_type(covariance_type)
     means = torch.as_tensor(rng.normal(size=(R, K, D)), dtype=torch.float32)
-    shape = covariance.shape(K, D)
-    if covariance_type in ("full", "tied"):
+    shape = covariance.engine_shape(K, D)
+    if covariance.triangular:
         covariances = torch.eye(D).expand(R, *shape).clone() * 1.5
     else:
         covariances = torch.full((R, *shape), 1.5)
-    precisions_cholesky, ok = covariance.precisions_cholesky(covariances)
+    precisions_cholesky, ok = covariance.factorise(covariances)
     assert bool(ok.all())
     weights = torch.full((R, K), 1.0 / K)
     return data, MixtureParameters(weights, means, covariances, precisions_cholesky)
@@ -120,7 +123,7 @@ def _problem(covariance_type: str, n_samples: int, R: int, K: int, D: int, seed:
 def test_e_step_temporaries_do_not_grow_with_the_data(covariance_type):
     R, K, D = 2, 8, 8
     covariance = get_covariance_type(covariance_type)
-    planned = chunk_rows(10**9, covariance.elements_per_row(R, K, D), torch.device("cpu"))
+    planned = chunk_rows(10**9, kernel_for(covariance).elements_per_row(R, K, D), torch.device("cpu"))
     largest = {}
     for n_samples in (4 * planned, 32 * planned):
         data, params = _problem(covariance_type, n_samples, R, K, D)
@@ -175,7 +178,7 @@ def test_cuda_peak_memory_does_not_grow_with_the_data(covariance_type):
     peaks = []
     for n_samples in (4 * rows, 16 * rows):
         data, params = _problem(covariance_type, n_samples, R, K, D)
-        data.device = device
+        data = dataclasses.replace(data, device=device)  # host rows, streamed to the GPU chunk by chunk
         params = params.map(lambda t: t.to(device))
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

@@ -475,15 +475,15 @@ def test_to_module_needs_a_fitted_estimator():
         GaussianMixture(2).to_module()
 
 
-# ------------------------------------------------------------------------------------ README
+# ------------------------------------------------------------------------------------ docs
 
 
-def test_readme_out_of_distribution_example_runs():
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_docs_out_of_distribution_example_runs():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "deep-learning.md").read_text()
     start = text.index("An out-of-distribution detector")
     code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        exec(compile(code, "README.md", "exec"), {})
+        exec(compile(code, "docs/deep-learning.md", "exec"), {})
     flagged = float(re.search(r"flagged as out of distribution: ([\d.]+)%", output.getvalue()).group(1))
     assert flagged > 90.0

@@ -5,7 +5,7 @@ Three mechanisms, each against a float64 reference computed from the same data a
 * every source serves its rows centred on the data mean (``DataSource.shift``), so float32 products of data
   offset by 1e4 keep their digits;
 * an E-step adds chunk statistics into float32 buffers that are flushed into float64 every
-  ``torchgmm.em._FLUSH_ROWS`` rows, so a pass over millions of rows in small chunks does not lose digits to
+  ``torchgmm.passes._FLUSH_ROWS`` rows, so a pass over millions of rows in small chunks does not lose digits to
   float32 running sums;
 * a float32 pass on offset data really computes in float32 (``working_dtype`` does not fall back to float64,
   which would hide a loss of precision behind a slower pass).
@@ -21,11 +21,12 @@ import pytest
 import torch
 from conftest import COVARIANCE_TYPES
 
-import torchgmm.em
+import torchgmm.passes
 from torchgmm import ConvergenceWarning, GaussianMixture
 from torchgmm.covariance import get_covariance_type
-from torchgmm.data import make_source, scanned
-from torchgmm.em import MixtureParameters, e_step
+from torchgmm.data import make_source, scan, scanned
+from torchgmm.em import MixtureParameters
+from torchgmm.passes import e_step
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,21 +53,18 @@ def test_sources_serve_rows_centred_on_the_data_mean(kind, tmp_path):
     else:
         np.save(tmp_path / "X.npy", X)
         source = make_source(np.load(tmp_path / "X.npy", mmap_mode="r"))
-    source.dtype = torch.float64
-    source.scan(collective=False)
-    np.testing.assert_allclose(source.shift.numpy(), X.mean(0), rtol=1e-13)
-    rows = torch.cat([x for _, x in source.chunks(1000)]).numpy()
+    data = scan(source, dtype=torch.float64, collective=False)
+    np.testing.assert_allclose(data.shift.numpy(), X.mean(0), rtol=1e-13)
+    rows = torch.cat([x for _, x in data.chunks(1000)]).numpy()
     np.testing.assert_allclose(rows.mean(0), 0.0, atol=1e-10)
-    np.testing.assert_allclose(rows + source.shift.numpy(), X, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(rows + data.shift.numpy(), X, rtol=1e-15, atol=0)
 
 
 def test_float32_chunks_are_centred_before_the_cast():
     """Centred in float64, then cast: float32 rows keep ~7 digits of the spread, not of the 1e4 offset."""
     X = _offset_data()
-    source = make_source(X)  # float64 storage, float32 compute
-    source.dtype = torch.float32
-    source.scan(collective=False)
-    rows = torch.cat([x for _, x in source.chunks(4096)])
+    data = scan(make_source(X), dtype=torch.float32, collective=False)  # float64 storage, float32 compute
+    rows = torch.cat([x for _, x in data.chunks(4096)])
     assert rows.dtype == torch.float32
     exact = X - X.mean(0)
     # float32 rounding of values of order 1: 6e-8 relative; an uncentred cast would be off by ~1e-3 absolute
@@ -109,12 +107,12 @@ def test_float32_fit_on_offset_data_computes_in_float32(covariance_type, working
 def _parameters(covariance_type: str) -> MixtureParameters:
     """Two overlapping components in 2-D (float64), one restart."""
     covariance = get_covariance_type(covariance_type)
-    shape = covariance.shape(2, 2)
-    if covariance_type in ("full", "tied"):
+    shape = covariance.engine_shape(2, 2)
+    if covariance.triangular:
         covariances = torch.tensor([[1.3, 0.4], [0.4, 0.9]], dtype=torch.float64).expand(1, *shape).clone()
     else:
         covariances = torch.full((1, *shape), 1.3, dtype=torch.float64)
-    precisions_cholesky, ok = covariance.precisions_cholesky(covariances)
+    precisions_cholesky, ok = covariance.factorise(covariances)
     assert bool(ok.all())
     means = torch.tensor([[[0.5, -0.3], [-1.0, 0.6]]], dtype=torch.float64)
     return MixtureParameters(torch.tensor([[0.4, 0.6]], dtype=torch.float64), means, covariances, precisions_cholesky)
@@ -140,7 +138,7 @@ def test_float32_pass_over_millions_of_rows_keeps_float64_accuracy(covariance_ty
     X = _many_rows()
     covariance = get_covariance_type(covariance_type)
     params = _parameters(covariance_type)
-    assert len(X) >= 32 * torchgmm.em._FLUSH_ROWS  # many flushes, each of many chunks
+    assert len(X) >= 32 * torchgmm.passes._FLUSH_ROWS  # many flushes, each of many chunks
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny products: threads would only wait at barriers
     try:

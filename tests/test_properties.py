@@ -14,10 +14,10 @@ from conftest import COVARIANCE_TYPES, make_blobs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import torchgmm.em
+import torchgmm.passes
 from torchgmm import GaussianMixture
-from torchgmm.em import working_dtype
 from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning
+from torchgmm.passes import working_dtype
 
 # Deterministic (same examples every run, no example database) and local to this file: no global profile.
 # The autouse seeding fixture in conftest is function-scoped; it runs once per test, and every fit here passes
@@ -258,7 +258,7 @@ def monotone_cases(draw, covariance_type: str, dtype) -> Case:
 
 @dataclass
 class Pass:
-    """What :func:`torchgmm.em.working_dtype` decided for one E-step pass."""
+    """What :func:`torchgmm.passes.working_dtype` decided for one E-step pass."""
 
     rounding: list[float]  # per restart: eps of the working dtype * max_k |mu_k|_P^2, nats
     dtype: torch.dtype  # the working dtype
@@ -276,7 +276,7 @@ def fit_recording_passes(case: Case) -> tuple[GaussianMixture, list[Pass]]:
         passes.append(Pass((torch.finfo(work).eps * distance.flatten(1).amax(1)).tolist(), work))
         return work
 
-    with mock.patch.object(torchgmm.em, "working_dtype", recording):
+    with mock.patch.object(torchgmm.passes, "working_dtype", recording):
         return fit(case), passes
 
 
@@ -289,7 +289,7 @@ def bound_tolerance(dtype, bound: float, n_features: int, before: float, after: 
 
     A pass computes each density with an error of about ``eps * |mu|_P^2`` nats from the mean folded into the
     products (``before`` and ``after``, recorded by :func:`fit_recording_passes`; float32 passes run in float64
-    beyond ``torchgmm.em.FOLDING_TOLERANCE``, float64 ones never switch), plus ordinary rounding of its terms:
+    beyond ``torchgmm.passes.FOLDING_TOLERANCE``, float64 ones never switch), plus ordinary rounding of its terms:
     the constant ``log w + log det P - D/2 log 2 pi`` and the quadratic form, whose mean is about D at an
     M-step's parameters, so each is at most about ``|bound| + D``. Either bound of a step may be off by that much; the
     step itself only to second order (errors in the responsibilities or in the M-step's statistics lower the

@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import COVARIANCE_TYPES, identity_precisions, make_blobs
 
-import torchgmm.estimator
+import torchgmm.fitter
 from torchgmm import DegenerateComponentWarning, FailedRestartWarning, GaussianMixture, Repair
 from torchgmm.covariance import get_covariance_type
-from torchgmm.em import MixtureParameters, Statistics, m_step, working_dtype
-from torchgmm.repair import MAX_RESEEDS, RepairState, repair
+from torchgmm.em import MixtureParameters, Statistics, solve_m_step
+from torchgmm.mstep import MAX_RESEEDS, RepairState, maximise
+from torchgmm.passes import working_dtype
 
 PARAMETERS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 
@@ -91,10 +92,11 @@ def test_empty_component_is_reseeded_by_splitting_the_heaviest(covariance_type):
         covariance_type, [60.0, 30.0, 0.0], [[1.0, 2.0], [-5.0, 0.0], [9.0, 9.0]], shapes[covariance_type]
     )
     state = RepairState.start(1, 3, covariance, 0.0, means.device)
-    params, ok = m_step(stats, means, covariance, state.reg_covar, torch.float64)
+    _, ok = solve_m_step(stats, means, covariance, state.reg_covar, torch.float64)
     assert ok.tolist() == [[True, True, False]]
-    new, ok = repair(stats, means, covariance, params, ok, state, torch.tensor([0]), torch.float64, iteration=7)
-    assert ok.tolist() == [True]
+    step = maximise(stats, means, covariance, state, torch.tensor([0]), torch.float64, iteration=7)
+    new, ok = step.params, step.ok
+    assert ok == [True]
     assert state.events == [[Repair(7, 2, "reseeded", 0.0)]]
     assert state.reseeds.tolist() == [[0, 0, 1]]
     torch.testing.assert_close(new.weights[0], torch.tensor([1 / 3, 1 / 3, 1 / 3], dtype=torch.float64))
@@ -121,9 +123,10 @@ def test_reseeds_are_capped_then_regularised():
     stats, means = statistics("diag", [60.0, 0.0], [[1.0, 2.0], [9.0, 9.0]], [[4.0, 2.0], [0.0, 0.0]])
     state = RepairState.start(1, 2, covariance, 0.0, means.device)
     state.reseeds[0, 1] = MAX_RESEEDS
-    params, ok = m_step(stats, means, covariance, state.reg_covar, torch.float64)
-    new, ok = repair(stats, means, covariance, params, ok, state, torch.tensor([0]), torch.float64, iteration=3)
-    assert ok.tolist() == [True]
+    _, ok = solve_m_step(stats, means, covariance, state.reg_covar, torch.float64)
+    step = maximise(stats, means, covariance, state, torch.tensor([0]), torch.float64, iteration=3)
+    new, ok = step.params, step.ok
+    assert ok == [True]
     [event] = state.events[0]
     assert (event.component, event.action) == (1, "regularised") and event.reg_covar > 0
     assert state.reg_covar[0, 1] == event.reg_covar and state.reg_covar[0, 0] == 0.0
@@ -136,10 +139,11 @@ def test_regularisation_grows_tenfold_from_a_scale_of_its_own():
     singular = [[[1e6, 1e6], [1e6, 1e6]]]
     stats, means = statistics("full", [50.0], [[0.0, 0.0]], singular)
     state = RepairState.start(1, 1, covariance, 0.0, means.device)
-    params, ok = m_step(stats, means, covariance, state.reg_covar, torch.float32)
+    _, ok = solve_m_step(stats, means, covariance, state.reg_covar, torch.float32)
     assert ok.tolist() == [[False]]
-    _, ok = repair(stats, means, covariance, params, ok, state, torch.tensor([0]), torch.float32, iteration=1)
-    assert ok.tolist() == [True]
+    step = maximise(stats, means, covariance, state, torch.tensor([0]), torch.float32, iteration=1)
+    _, ok = step.params, step.ok
+    assert ok == [True]
     first = math.sqrt(torch.finfo(torch.float32).eps) * 1e6
     ratio = state.events[0][0].reg_covar / first
     assert ratio == pytest.approx(10 ** round(math.log10(ratio)), rel=1e-6)  # first * 10**j
@@ -153,9 +157,10 @@ def test_regularisation_takes_tenfold_steps_until_it_factorises():
     indefinite = [[[1e6, 1e6], [1e6, 1e6 - 3e4]]]
     stats, means = statistics("full", [50.0], [[0.0, 0.0]], indefinite)
     state = RepairState.start(1, 1, covariance, 0.0, means.device)
-    params, ok = m_step(stats, means, covariance, state.reg_covar, torch.float32)
-    _, ok = repair(stats, means, covariance, params, ok, state, torch.tensor([0]), torch.float32, iteration=1)
-    assert ok.tolist() == [True]
+    _, ok = solve_m_step(stats, means, covariance, state.reg_covar, torch.float32)
+    step = maximise(stats, means, covariance, state, torch.tensor([0]), torch.float32, iteration=1)
+    _, ok = step.params, step.ok
+    assert ok == [True]
     first = math.sqrt(torch.finfo(torch.float32).eps) * (1e6 - 1.5e4)
     [event] = state.events[0]
     assert event.reg_covar == pytest.approx(100 * first, rel=1e-6)  # (a doubling rule would give 64 first)
@@ -204,14 +209,14 @@ def test_every_restart_reports_its_repairs():
 
 def test_a_failed_restart_is_dropped_with_a_warning(monkeypatch):
     """The estimator keeps the best surviving restart and names the dropped ones."""
-    original = torchgmm.estimator.initialize
+    original = torchgmm.fitter.initialize
 
     def one_fails(*args, **kwargs):
         params, ok = original(*args, **kwargs)
         params.precisions_cholesky[1] = math.nan  # NaN statistics in its first E-step
         return params, ok
 
-    monkeypatch.setattr(torchgmm.estimator, "initialize", one_fails)
+    monkeypatch.setattr(torchgmm.fitter, "initialize", one_fails)
     X, _ = make_blobs(60, 2, 2, 6.0, seed=0)
     gm = GaussianMixture(2, n_init=3, random_state=0)
     with pytest.warns(FailedRestartWarning, match=r"^1 of 3 restarts were dropped .*\(restarts \[1\]\)"):
@@ -353,7 +358,7 @@ def test_factorise_refuses_pivots_below_the_working_precision(covariance_type, d
     for pivot, accepted in ((0.1 * rtol, False), (0.5 * rtol, False), (2 * rtol, True), (1e3 * rtol, True)):
         c = math.sqrt(1.0 - pivot)  # in float64: its rounding moves 1 - c^2 by about 1e-16
         matrix = torch.tensor([[1.0, c], [c, 1.0]], dtype=torch.float64)
-        covariances = matrix.expand(1, 3, 2, 2) if covariance_type == "full" else matrix.expand(1, 2, 2)
+        covariances = matrix.expand(1, 3 if covariance_type == "full" else 1, 2, 2)
         factors, ok = covariance.factorise(covariances.clone(), dtype)
         assert torch.linalg.cholesky_ex(matrix).info == 0  # a plain Cholesky accepts them all
         assert ok.all().item() is accepted, (pivot, rtol)

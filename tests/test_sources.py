@@ -26,8 +26,8 @@ from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchgmm import ConvergenceWarning, GaussianMixture
-from torchgmm.data import ArraySource, IterableSource, MemmapSource, make_source, uniform_hash
-from torchgmm.em import _FLUSH_ROWS
+from torchgmm.data import ArraySource, IterableSource, MemmapSource, make_source, scan, uniform_hash
+from torchgmm.passes import _FLUSH_ROWS
 
 K = 3
 N_CHUNK = 97  # uneven: 300 rows are 97 + 97 + 97 + 9
@@ -155,10 +155,9 @@ def test_array_source_reads_every_row_once_per_pass():
     array_like = SliceOnly(X)
     source = make_source(array_like)
     assert isinstance(source, ArraySource)
-    source.dtype = torch.float64
-    source.scan(collective=False)
+    data = scan(source, dtype=torch.float64, collective=False)
     array_like.reads.clear()
-    got = torch.cat([x for _, x in source.chunks(64)]) + source.shift
+    got = torch.cat([x for _, x in data.chunks(64)]) + data.shift
     np.testing.assert_allclose(got.numpy(), X, rtol=1e-12, atol=1e-12)
     assert array_like.reads == [(i, i + 64) for i in range(0, 300, 64)]
 
@@ -500,9 +499,8 @@ def test_uniform_hash_ignores_how_the_index_is_split():
 
 
 def _read_all(source, rows=64):
-    source.dtype = torch.float64
-    source.scan(collective=False)
-    return (torch.cat([x for _, x in source.chunks(rows)]) + source.shift).numpy()
+    data = scan(source, dtype=torch.float64, collective=False)
+    return (torch.cat([x for _, x in data.chunks(rows)]) + data.shift).numpy()
 
 
 def test_memmap_source_reads_the_file_not_the_mapping(tmp_path):

@@ -11,7 +11,7 @@ from torchgmm.exceptions import (
     OutOfMemoryWarning,
 )
 from torchgmm.module import GaussianMixtureModule
-from torchgmm.repair import Repair
+from torchgmm.mstep import Repair
 
 __all__ = [
     "GaussianMixture",

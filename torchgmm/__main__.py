@@ -1,3 +1,5 @@
+"""``python -m torchgmm``: the command line (:mod:`torchgmm.cli`)."""
+
 import sys
 
 from torchgmm.cli import main

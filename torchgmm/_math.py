@@ -1,4 +1,9 @@
-"""Elementwise helpers that keep the hot loops on fast paths."""
+"""Elementwise helpers that keep the hot loops on fast paths.
+
+Owns: ``exp`` and log-sum-exp that flush underflow to exact zeros without the slow denormal path, the
+normalisation of responsibilities from weighted log-densities, and the scoped float32 matmul precision.
+Must not: know mixtures, shapes beyond a last axis of components, or anything else in torchgmm.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,13 @@
-"""Input checks and conversions shared by the user-facing layers."""
+"""Input checks and conversions shared by the user-facing layers.
+
+Owns the checks of what users pass (scalars, arrays, dtypes, devices, seeds, initial parameters) with
+scikit-learn's messages, and the conversions between NumPy arrays and tensors that make outputs follow inputs.
+Must not: fit, read files, or know estimators (it takes values, not objects with attributes).
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
 import secrets
 import warnings
@@ -171,3 +177,40 @@ def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+def check_initial_parameters(
+    given: dict[str, Any], n_components: int, n_features: int, covariance: Any
+) -> dict[str, Tensor]:
+    """The given ``weights_init``, ``means_init``, ``precisions_init`` (None: not given) as float64 CPU tensors.
+
+    ``covariance`` is the :class:`~torchgmm.covariance.CovarianceType` whose shape and checks the precisions
+    follow. Raises ``ValueError`` with scikit-learn's messages for a wrong shape, a non-finite value, weights
+    outside [0, 1] or not summing to one, and precisions that are not valid.
+    """
+    K, D = n_components, n_features
+    checked = {}
+    for name, expected in (("weights_init", (K,)), ("means_init", (K, D)), ("precisions_init", covariance.shape(K, D))):
+        value = given.get(name)
+        if value is None:
+            continue
+        t = as_tensor(value, name).to("cpu", torch.float64)
+        if tuple(t.shape) != expected:
+            raise ValueError(f"The parameter '{name}' should have the shape of {expected}, but got {tuple(t.shape)}.")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"The parameter '{name}' contains NaN or infinity.")
+        checked[name] = t
+    if "weights_init" in checked:
+        w = checked["weights_init"]
+        if bool((w < 0).any()) or bool((w > 1).any()):
+            raise ValueError(
+                "The parameter 'weights_init' should be in the range [0, 1], but got "
+                f"max value {float(w.max()):.5f}, min value {float(w.min()):.5f}."
+            )
+        if not math.isclose(float(w.sum()), 1.0, rel_tol=0, abs_tol=1e-6):
+            raise ValueError(
+                f"The parameter 'weights_init' should be normalized, but got sum(weights) = {float(w.sum()):.5f}."
+            )
+    if "precisions_init" in checked:
+        covariance.check_precisions(checked["precisions_init"])
+    return checked

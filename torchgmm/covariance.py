@@ -1,27 +1,26 @@
-"""Everything that depends on the covariance type, in one place.
+"""The four covariance parametrisations: the maths of one component's covariance, per type.
 
-Each covariance type is one object that knows, for its own parametrisation:
-the shapes, the squared Mahalanobis distances evaluated through the Cholesky
-factors of the precisions, the scatter statistic of the M-step, the covariance
-estimate from statistics, the Cholesky factorisation (reporting failures per
-restart instead of raising), log-determinants and the number of free
-parameters. The rest of the package asks these objects and never branches on
-the type name.
+Owns, for each type: its shapes, log-densities evaluated through the Cholesky factors of the precisions,
+log-determinants, the M-step covariance from sufficient statistics, the factorisation (which reports failures
+per covariance instead of raising), conversions between covariances, precisions and their factors, and the
+number of free parameters. Must not: read data, loop over chunks, accumulate across chunks (that is
+:mod:`torchgmm.kernels` and :mod:`torchgmm.passes`), repair anything, or know about restarts beyond a leading
+batch axis. Code elsewhere asks these objects and never branches on the type's name.
 
-Shapes use ``R`` restarts, ``K`` components, ``D`` features and ``N`` rows:
+Inside the engine every type keeps one axis order, ``R`` restarts then components: a tied covariance has a
+component axis of one that broadcasts against ``K``, so it needs no special case.
 
-============  ======================  ==========================
-type          covariances             precisions_cholesky
-============  ======================  ==========================
-full          ``[R, K, D, D]``        ``[R, K, D, D]`` (upper)
-tied          ``[R, D, D]``           ``[R, D, D]`` (upper)
-diag          ``[R, K, D]``           ``[R, K, D]``
-spherical     ``[R, K]``              ``[R, K]``
-============  ======================  ==========================
+============  ======================  ============================  ==========================
+type          covariances (engine)    precisions_cholesky (engine)  scikit-learn's attributes
+============  ======================  ============================  ==========================
+full          ``[R, K, D, D]``        ``[R, K, D, D]`` (upper)      ``(K, D, D)``
+tied          ``[R, 1, D, D]``        ``[R, 1, D, D]`` (upper)      ``(D, D)``
+diag          ``[R, K, D]``           ``[R, K, D]``                 ``(K, D)``
+spherical     ``[R, K]``              ``[R, K]``                    ``(K,)``
+============  ======================  ============================  ==========================
 
-As in scikit-learn, a precision Cholesky factor ``P`` is upper triangular with
-``P @ P.T`` equal to the precision matrix, so that the whitened residual of a
-row vector ``x`` is ``(x - mu) @ P``.
+As in scikit-learn, a precision Cholesky factor ``P`` is upper triangular with ``P @ P.T`` equal to the
+precision matrix, so that the whitened residual of a row vector ``x`` is ``(x - mu) @ P``.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ import math
 import torch
 from torch import Tensor
 
-from torchgmm._math import normalise_
+__all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES", "LOG_2PI", "pivot_rtol", "pad_ones"]
 
-__all__ = ["CovarianceType", "get_covariance_type", "COVARIANCE_TYPES"]
+LOG_2PI = math.log(2.0 * math.pi)
 
 # A squared Cholesky pivot below this fraction of its diagonal entry (a feature whose variance given the others is
 # that small a part of its own) is singular to the working precision: rounding in the statistics, about eps times
@@ -80,103 +79,90 @@ def _per_feature(reg_covar: float | Tensor) -> float | Tensor:
     return reg_covar.unsqueeze(-1) if isinstance(reg_covar, Tensor) else reg_covar
 
 
-def _pad_ones(X: Tensor) -> Tensor:
+def pad_ones(X: Tensor) -> Tensor:
     """``[X, 1]``: rows with a trailing one, to fold a bias into a matrix product."""
     return torch.nn.functional.pad(X, (0, 1), value=1.0)
 
 
 class CovarianceType:
-    """Base of the four covariance parametrisations.
+    """One covariance parametrisation (see the module docstring for shapes and conventions).
 
-    Subclasses implement every method; the base only documents the contract.
+    Attributes
+    ----------
+    name : str
+        ``'full'``, ``'tied'``, ``'diag'`` or ``'spherical'``.
+    per_component : bool
+        One covariance per component; False when all components share one (tied).
+    triangular : bool
+        The precision factor of a component is an upper-triangular matrix (full, tied); otherwise a vector
+        or a number of positive entries (diag, spherical).
+    centred_products : bool
+        The densities' matrix products act on whitened residuals (full, tied), which reduced-precision
+        products (TF32) round harmlessly; the diag and spherical densities expand ``x^2 p - 2 x mu p + mu^2 p``,
+        whose cancellation TF32 would turn into noise.
     """
 
     name: str = ""
-    #: One covariance per component; False when all components share one (tied).
     per_component: bool = True
+    triangular: bool = False
+    centred_products: bool = False
 
+    # ------------------------------------------------------------------------------------------ shapes
     def n_covariances(self, n_components: int) -> int:
-        """Number of covariance matrices (or vectors) per restart: ``K``, or 1 when tied."""
+        """Covariances per restart in the engine: ``K``, or 1 when tied (the component axis broadcasts)."""
         return n_components if self.per_component else 1
 
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
-        """Shape of one restart's covariances (scikit-learn's ``covariances_``)."""
+        """Shape of one restart's covariances as scikit-learn's ``covariances_``."""
         raise NotImplementedError
+
+    def engine_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of one restart's covariances inside the engine (a component axis of one when tied)."""
+        return self.shape(n_components, n_features)
+
+    def to_sklearn(self, tensor: Tensor) -> Tensor:
+        """Covariances or factors of one restart (engine shape) in scikit-learn's shape."""
+        return tensor
+
+    def from_sklearn(self, tensor: Tensor) -> Tensor:
+        """The inverse of :meth:`to_sklearn`."""
+        return tensor
 
     def scatter_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of one restart's scatter statistic ``s2``."""
-        return self.shape(n_components, n_features)
+        return self.engine_shape(n_components, n_features)
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
         """Number of free parameters of the covariances alone."""
         raise NotImplementedError
 
+    # --------------------------------------------------------------------------------------- densities
     def mahalanobis(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
         """Squared Mahalanobis distances ``[R, N, K]`` of rows ``X [N, D]``."""
         raise NotImplementedError
 
-    def elements_per_row(self, n_restarts: int, n_components: int, n_features: int) -> int:
-        """Size of the largest per-row temporary of an E-step, to size chunks."""
-        return 3 * n_restarts * n_components + n_features
+    def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
+        """``log det P`` per covariance, ``[R, K]`` (``[R, 1]`` when tied)."""
+        raise NotImplementedError
 
     def log_prob(self, X: Tensor, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
         """``log N(x | mu_k, Sigma_k)`` for rows ``X [N, D]``: ``[R, N, K]``."""
         maha = self.mahalanobis(X, means, precisions_cholesky)
-        return self._log_density(maha, precisions_cholesky, X.shape[-1])
+        log_det = self.log_det(precisions_cholesky, X.shape[-1]).unsqueeze(-2)
+        return -0.5 * (X.shape[-1] * LOG_2PI + maha) + log_det
 
-    def _log_density(self, maha: Tensor, precisions_cholesky: Tensor, n_features: int) -> Tensor:
-        log_det = self.log_det(precisions_cholesky, n_features).unsqueeze(-2)
-        return -0.5 * (n_features * LOG_2PI + maha) + log_det
-
+    # ------------------------------------------------------------------------------------------ M-step
     def statistics(self, X: Tensor, resp: Tensor, centre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(nk [R, K], s1 [R, K, D], s2)`` of rows ``X [N, D]`` with ``resp [R, N, K]``, about ``centre``."""
         nk = resp.sum(1)
         s1 = resp.mT @ X - nk.unsqueeze(-1) * centre
         return nk, s1, self.scatter(X, resp, centre)
 
-    def prepare(self, weights: Tensor, means: Tensor, precisions_cholesky: Tensor) -> dict[str, Tensor]:
-        """Per-iteration constants of :meth:`accumulate`, computed once per pass."""
-        return {"log_weights": torch.log(weights), "means": means, "precisions_cholesky": precisions_cholesky}
-
-    def accumulate(self, X: Tensor, prepared: dict[str, Tensor], acc: list[Tensor]) -> None:
-        """E-step on one chunk, added in place into ``acc = [log p(x) sum [R], nk, s1, s2]``.
-
-        ``acc[0]`` is float64 (the lower bound must resolve changes far below
-        float32's rounding of a sum over many rows); the others are in the
-        compute dtype.
-
-        ``prepared`` comes from :meth:`prepare`. ``s1`` and ``s2`` are about the
-        means, ``s2`` possibly in a type-specific coordinate system that
-        :meth:`finish_statistics` maps back once the chunks have been summed.
-        """
-        means = prepared["means"]
-        log_prob = self.log_prob(X, means, prepared["precisions_cholesky"])
-        log_prob_norm, resp = normalise_(log_prob.add_(prepared["log_weights"].unsqueeze(-2)))
-        for total, part in zip(
-            acc, (log_prob_norm.sum(-1, dtype=acc[0].dtype), *self.statistics(X, resp, means)), strict=True
-        ):
-            total.add_(part)
-
-    def finish_statistics(
-        self, nk: Tensor, s1: Tensor, s2: Tensor, means: Tensor, precisions_cholesky: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Summed chunk statistics ``(s1, s2)`` about the ``means`` of the pass, in data coordinates.
-
-        Identity by default; types whose :meth:`accumulate` sums something else
-        (whitened or raw moments) map it back here, once per pass, in float64.
-        """
-        return s1, s2
-
-    def log_det(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
-        """``log det P`` per component, ``[R, K]`` (``[R, 1]`` when tied)."""
-        raise NotImplementedError
-
     def scatter(self, X: Tensor, resp: Tensor, centre: Tensor) -> Tensor:
-        """Weighted scatter of ``X [N, D]`` about ``centre [R, K, D]``.
+        """Weighted scatter of ``X [N, D]`` about ``centre [R, K, D]`` (``resp [R, N, K]``): :meth:`scatter_shape`.
 
-        ``resp`` is ``[R, N, K]``. Full: ``sum_n r (x - c)(x - c)^T`` ``[R, K, D, D]``;
-        tied: the same summed over components ``[R, D, D]``; diag and spherical:
-        the diagonal ``[R, K, D]``.
+        Full: ``sum_n r (x - c)(x - c)^T`` per component; tied: the same summed over components; diag: its
+        diagonal; spherical: its trace.
         """
         raise NotImplementedError
 
@@ -206,11 +192,6 @@ class CovarianceType:
         """
         raise NotImplementedError
 
-    def precisions_cholesky(self, covariances: Tensor) -> tuple[Tensor, Tensor]:
-        """Factor the covariances; returns ``(precisions_cholesky, ok [R])``, one flag per restart."""
-        precisions_cholesky, ok = self.factorise(covariances)
-        return precisions_cholesky, ok.all(-1)
-
     def variances(self, covariances: Tensor, n_features: int) -> Tensor:
         """Each covariance's diagonal, ``[R, K, D]`` (``[R, 1, D]`` when tied)."""
         raise NotImplementedError
@@ -219,6 +200,7 @@ class CovarianceType:
         """Direction of largest variance of one covariance (no batch axes), one standard deviation long: ``[D]``."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------------------------- conversions
     def precisions(self, precisions_cholesky: Tensor) -> Tensor:
         """Precision matrices (or vectors) from their Cholesky factors."""
         raise NotImplementedError
@@ -231,15 +213,19 @@ class CovarianceType:
         """Covariances from precision Cholesky factors."""
         raise NotImplementedError
 
+    def scale_tril(self, precisions_cholesky: Tensor, n_features: int) -> Tensor:
+        """Lower Cholesky factors ``L`` of the covariances (``Sigma = L L^T``): ``[..., D, D]``, one per covariance."""
+        raise NotImplementedError
+
     def colour(self, z: Tensor, precisions_cholesky: Tensor, component: int) -> Tensor:
         """Turn standard normal draws ``z [n, D]`` into draws with one component's covariance.
 
-        ``precisions_cholesky`` is one restart's factors (no ``R`` axis).
+        ``precisions_cholesky`` is one restart's factors (engine shape, no ``R`` axis).
         """
         raise NotImplementedError
 
     def check_precisions(self, precisions: Tensor) -> None:
-        """Raise ``ValueError`` unless the given precisions are valid."""
+        """Raise ``ValueError`` unless the given precisions (scikit-learn's shape) are valid."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -248,6 +234,8 @@ class CovarianceType:
 
 class _Full(CovarianceType):
     name = "full"
+    triangular = True
+    centred_products = True
 
     def shape(self, n_components, n_features):
         return (n_components, n_features, n_features)
@@ -255,62 +243,23 @@ class _Full(CovarianceType):
     def n_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
 
-    def mahalanobis(self, X, means, precisions_cholesky):
-        Y = _pad_ones(X) @ self._whitening(means, precisions_cholesky)
-        return torch.linalg.vector_norm(Y, dim=-1).square().mT  # out of place: differentiable
-
-    def _whitening(self, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
+    def whitening(self, means: Tensor, precisions_cholesky: Tensor) -> Tensor:
         """``[[P], [-mu P]]``, ``[R, K, D + 1, D]``: ``[x, 1]`` times it is ``(x - mu) P``."""
         P = precisions_cholesky.expand(*means.shape, means.shape[-1])
         return torch.cat([P, -(means.unsqueeze(-2) @ P)], dim=-2)
 
-    def elements_per_row(self, n_restarts, n_components, n_features):
-        # whitened residuals and weighted centred rows, [R, K, n, D] each
-        return n_restarts * n_components * n_features
+    def mahalanobis(self, X, means, precisions_cholesky):
+        Y = pad_ones(X) @ self.whitening(means, precisions_cholesky)
+        return torch.linalg.vector_norm(Y, dim=-1).square().mT  # out of place: differentiable
 
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(torch.diagonal(precisions_cholesky, dim1=-2, dim2=-1)).sum(-1)
-
-    def prepare(self, weights, means, precisions_cholesky):
-        D = means.shape[-1]
-        whiten = self._whitening(means, precisions_cholesky)  # the means folded in as a bias row
-        log_det = torch.log(torch.diagonal(whiten[..., :D, :], dim1=-2, dim2=-1)).sum(-1)  # [R, K], also tied
-        constant = (-0.5 * D * LOG_2PI + log_det + torch.log(weights)).unsqueeze(-2)  # [R, 1, K]
-        return {"whiten": whiten, "constant": constant, "means": means}
-
-    def accumulate(self, X, prepared, acc):
-        # One batched product writes the whitened residuals y = (x - mu) P, [R, K, n, D],
-        # contiguous per component. They give the densities and then, scaled by sqrt(r)
-        # in place, the scatter in whitened coordinates: exactly centred on the current
-        # means and well scaled, so float32 loses nothing to cancellation.
-        means = prepared["means"]
-        R, K, D = means.shape
-        Y = _pad_ones(X) @ prepared["whiten"]
-        log_prob = torch.add(prepared["constant"], torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
-        log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
-        acc[0].add_(log_prob_norm.sum(-1, dtype=acc[0].dtype))
-        nk = resp.sum(1)
-        acc[1].add_(nk)
-        acc[2].add_(resp.mT @ X).sub_(nk.unsqueeze(-1) * means)
-        Y.mul_(resp.sqrt_().mT.unsqueeze(-1))
-        self._add_scatter(Y, acc[3])
-
-    def _add_scatter(self, Y: Tensor, out: Tensor) -> None:
-        """``out += Y^T Y`` per component, accumulated by the matrix product itself."""
-        R, K, n, D = Y.shape
-        torch.baddbmm(out.view(R * K, D, D), Y.view(R * K, n, D).mT, Y.view(R * K, n, D), out=out.view(R * K, D, D))
 
     def scatter(self, X, resp, centre):
         # sqrt(r) (x - c) for every (restart, component): [R, K, N, D]; X^T diag(r) X
         # per component as one batched product, exactly centred.
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
         return W.mT @ W
-
-    def finish_statistics(self, nk, s1, s2, means, precisions_cholesky):
-        # x - mu = y P^-1, so the whitened scatter maps back as P^-T s2 P^-1.
-        P = precisions_cholesky.to(s2.dtype)
-        P_inv = torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True)
-        return s1, P_inv.mT @ s2 @ P_inv
 
     def covariances(self, nk, shift, scatter, reg_covar):
         cov = scatter / nk[..., None, None] - shift.unsqueeze(-1) * shift.unsqueeze(-2)
@@ -329,11 +278,10 @@ class _Full(CovarianceType):
         dtype = dtype or covariances.dtype
         P, ok = _cholesky_precision(covariances, pivot_rtol(dtype))
         ok = ok & torch.isfinite(P.to(dtype)).all(dim=(-2, -1))
-        return P, ok.view(*ok.shape[:1], -1)
+        return P, ok
 
     def variances(self, covariances, n_features):
-        variances = torch.diagonal(covariances, dim1=-2, dim2=-1)
-        return variances.view(variances.shape[0], -1, n_features)
+        return torch.diagonal(covariances, dim1=-2, dim2=-1)
 
     def principal_axis(self, covariance, n_features):
         values, vectors = torch.linalg.eigh(covariance)
@@ -353,9 +301,15 @@ class _Full(CovarianceType):
         )
         return inv.mT @ inv
 
+    def scale_tril(self, precisions_cholesky, n_features):
+        # Sigma = (P P^T)^-1 = P^-T P^-1, so L = P^-T (lower, positive diagonal).
+        P = precisions_cholesky
+        return torch.linalg.solve_triangular(P, _eye_like(P).expand_as(P), upper=True).mT
+
     def colour(self, z, precisions_cholesky, component):
-        # x P = z  =>  x = z P^-1, whose covariance is P^-T P^-1.
-        return torch.linalg.solve_triangular(precisions_cholesky[component], z, upper=True, left=False)
+        # x P = z  =>  x = z P^-1, whose covariance is P^-T P^-1; a tied factor serves every component.
+        factor = precisions_cholesky[component if self.per_component else 0]
+        return torch.linalg.solve_triangular(factor, z, upper=True, left=False)
 
     def check_precisions(self, precisions):
         for k in range(precisions.shape[0]):
@@ -369,36 +323,31 @@ class _Tied(_Full):
     def shape(self, n_components, n_features):
         return (n_features, n_features)
 
+    def engine_shape(self, n_components, n_features):
+        return (1, n_features, n_features)
+
+    def to_sklearn(self, tensor):
+        return tensor.squeeze(-3)
+
+    def from_sklearn(self, tensor):
+        return tensor.unsqueeze(-3)
+
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
-
-    def _whitening(self, means, precisions_cholesky):
-        return super()._whitening(means, precisions_cholesky.unsqueeze(1))
-
-    def log_det(self, precisions_cholesky, n_features):
-        return super().log_det(precisions_cholesky, n_features).unsqueeze(-1)
-
-    def _add_scatter(self, Y, out):
-        R, K, n, D = Y.shape
-        Y = Y.view(R, K * n, D)
-        torch.baddbmm(out, Y.mT, Y, out=out)
 
     def scatter(self, X, resp, centre):
         W = (X - centre.unsqueeze(-2)) * resp.mT.sqrt().unsqueeze(-1)
         W = W.flatten(1, 2)
-        return W.mT @ W
+        return (W.mT @ W).unsqueeze(1)
 
     def _mass(self, nk):
-        return nk.sum(-1)[..., None, None]
+        return nk.sum(-1)[..., None, None, None]
 
     def covariances(self, nk, shift, scatter, reg_covar):
-        between = (nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2)).sum(1)
-        cov = (scatter - between) / nk.sum(-1)[:, None, None]
-        cov.diagonal(dim1=-2, dim2=-1).add_(reg_covar)  # one number, or [R, 1]
+        between = (nk[..., None, None] * shift.unsqueeze(-1) * shift.unsqueeze(-2)).sum(1, keepdim=True)
+        cov = (scatter - between) / nk.sum(-1)[:, None, None, None]
+        cov.diagonal(dim1=-2, dim2=-1).add_(_per_feature(reg_covar))  # one number, or [R, 1]
         return cov
-
-    def colour(self, z, precisions_cholesky, component):
-        return torch.linalg.solve_triangular(precisions_cholesky, z, upper=True, left=False)
 
     def check_precisions(self, precisions):
         _check_spd(precisions, self.name)
@@ -413,16 +362,20 @@ class _Diag(CovarianceType):
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
 
-    def _squares(self, X: Tensor) -> Tensor:
+    def squares(self, X: Tensor) -> Tensor:
         """The quadratic features whose precision-weighted sum is ``x^T diag(p) x``: ``x^2``."""
         return X * X
 
-    def _features(self, X: Tensor) -> Tensor:
-        """``[q(x), x, 1]``, ``[N, F]``: one product with it gives densities, another all moments."""
-        return torch.cat([self._squares(X), X, torch.ones_like(X[:, :1])], dim=-1)
+    def squares_pair(self, means: Tensor, s1: Tensor) -> Tensor:
+        """``mu * s1`` summed as :meth:`squares` sums (per feature for diag)."""
+        return means * s1
 
-    def _density_weights(self, means: Tensor, precisions_cholesky: Tensor, log_weights: Tensor) -> Tensor:
-        """``[[-p/2], [p mu], [c]]``, ``[R, F, K]``: ``_features(x)`` times it is the weighted log-density.
+    def features(self, X: Tensor) -> Tensor:
+        """``[q(x), x, 1]``, ``[N, F]``: one product with it gives densities, another all moments."""
+        return torch.cat([self.squares(X), X, torch.ones_like(X[:, :1])], dim=-1)
+
+    def density_weights(self, means: Tensor, precisions_cholesky: Tensor, log_weights: Tensor) -> Tensor:
+        """``[[-p/2], [p mu], [c]]``, ``[R, F, K]``: ``features(x)`` times it is the weighted log-density.
 
         ``-|x - mu|^2_p / 2 = -x^T p x / 2 + x^T p mu - mu^T p mu / 2``, the expansion
         scikit-learn uses for these types; ``c`` gathers every constant.
@@ -443,38 +396,8 @@ class _Diag(CovarianceType):
         return (-2.0 * (log_prob - constant.unsqueeze(-2))).clamp_min_(0.0)
 
     def log_prob(self, X, means, precisions_cholesky):
-        weights = self._density_weights(means, precisions_cholesky, torch.zeros_like(means[..., 0]))
-        return self._features(X) @ weights
-
-    def elements_per_row(self, n_restarts, n_components, n_features):
-        # densities, responsibilities and their scratch, [R, n, K] each, and the features
-        return 3 * n_restarts * n_components + 2 * n_features + 1
-
-    def prepare(self, weights, means, precisions_cholesky):
-        return {"density": self._density_weights(means, precisions_cholesky, torch.log(weights))}
-
-    def accumulate(self, X, prepared, acc):
-        # One product for the weighted log-densities and one for every moment:
-        # resp^T [q(x), x, 1] = [sum r q(x), sum r x, n_k]. The raw moments are centred
-        # on the means once per pass, in float64 (finish_statistics).
-        features = self._features(X)
-        log_prob_norm, resp = normalise_(features @ prepared["density"])  # [R, n, K]
-        moments = resp.mT @ features  # [R, K, F]
-        D = X.shape[-1]
-        acc[0].add_(log_prob_norm.sum(-1, dtype=acc[0].dtype))
-        acc[1].add_(moments[..., -1])
-        acc[2].add_(moments[..., -1 - D : -1])
-        acc[3].add_(moments[..., : -1 - D])
-
-    def finish_statistics(self, nk, s1, s2, means, precisions_cholesky):
-        # sum r (x - mu)^2 = sum r q(x) - 2 mu sum r x + n_k mu^2, per feature (diag) or summed (spherical)
-        means = means.to(s1.dtype)
-        centred_s2 = s2 - 2.0 * self._squares_pair(means, s1) + nk.unsqueeze(-1) * self._squares(means)
-        return s1 - nk.unsqueeze(-1) * means, centred_s2
-
-    def _squares_pair(self, means: Tensor, s1: Tensor) -> Tensor:
-        """``mu * s1`` summed as :meth:`_squares` sums (per feature for diag)."""
-        return means * s1
+        weights = self.density_weights(means, precisions_cholesky, torch.zeros_like(means[..., 0]))
+        return self.features(X) @ weights
 
     def log_det(self, precisions_cholesky, n_features):
         return torch.log(precisions_cholesky).sum(-1)
@@ -522,6 +445,9 @@ class _Diag(CovarianceType):
     def covariances_from_precisions_cholesky(self, precisions_cholesky):
         return 1.0 / precisions_cholesky**2
 
+    def scale_tril(self, precisions_cholesky, n_features):
+        return torch.diag_embed(1.0 / precisions_cholesky)
+
     def colour(self, z, precisions_cholesky, component):
         return z / precisions_cholesky[component]
 
@@ -542,10 +468,10 @@ class _Spherical(_Diag):
     def scatter_shape(self, n_components, n_features):
         return (n_components, 1)  # sum r |x - c|^2, averaged over features in the M-step
 
-    def _squares(self, X):
+    def squares(self, X):
         return (X * X).sum(-1, keepdim=True)
 
-    def _squares_pair(self, means, s1):
+    def squares_pair(self, means, s1):
         return (means * s1).sum(-1, keepdim=True)
 
     def log_det(self, precisions_cholesky, n_features):
@@ -575,6 +501,10 @@ class _Spherical(_Diag):
             * covariance.clamp_min(0.0).sqrt()
         )
 
+    def scale_tril(self, precisions_cholesky, n_features):
+        scale = (1.0 / precisions_cholesky).unsqueeze(-1)
+        return torch.diag_embed(scale.expand(*precisions_cholesky.shape, n_features))
+
 
 def _check_spd(precision: Tensor, name: str) -> None:
     symmetric = torch.allclose(precision, precision.mT, rtol=1e-5, atol=1e-8)
@@ -599,6 +529,3 @@ def get_covariance_type(name: str) -> CovarianceType:
         raise ValueError(
             f"Invalid value for 'covariance_type': {name!r}. It must be one of {sorted(COVARIANCE_TYPES)}."
         ) from None
-
-
-LOG_2PI = math.log(2.0 * math.pi)

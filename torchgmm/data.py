@@ -1,5 +1,10 @@
 """Data sources served to the EM passes as chunks of rows on the compute device.
 
+Owns: reading every kind of input in chunks (the sources), the first pass that checks and scans it
+(:func:`scan`), and the immutable :class:`ScannedData` whose chunks come centred, cast and on the compute
+device. Must not: compute densities or statistics, choose chunk sizes (callers pass them), or keep state
+from one pass to the next.
+
 Every pass over the data (validation, E-step, initialisation, scoring) asks
 its source for chunks of at most ``rows`` rows, moved to the compute device as
 they are used, cast to the compute dtype and centred on a fixed ``shift`` (the
@@ -22,9 +27,12 @@ rows are split between ranks.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,50 +40,92 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
+from torchgmm._validation import check_array
 
-__all__ = ["DataSource", "make_source", "uniform_hash"]
+__all__ = [
+    "DataSource",
+    "ScannedData",
+    "make_source",
+    "input_source",
+    "scan",
+    "scanned",
+    "uniform_hash",
+    "is_chunked",
+]
 
 _SCAN_ROWS = 1 << 16
 
 
 class DataSource:
-    """Chunks of rows from some storage; subclasses implement :meth:`_read`.
+    """A reader of chunks of rows from some storage; subclasses implement :meth:`read`.
 
-    Attributes (set by :meth:`scan`)
-    --------------------------------
+    A source only reads: it knows nothing of devices, dtypes or the data's mean. :func:`scan` reads it once
+    and returns the :class:`ScannedData` that every later pass uses.
+    """
+
+    name = "X"
+    described_as_chunks = False  # errors name "chunk i, row j of the chunk" rather than "row j"
+
+    @property
+    def gives_tensors(self) -> bool:
+        """Whether the input holds tensors (outputs then follow as tensors)."""
+        return False
+
+    def read(self, rows: int) -> Iterator[Tensor]:
+        """Yield raw chunks ``[n, D]`` (any numeric dtype, any device) of at most about ``rows`` rows, in order."""
+        raise NotImplementedError
+
+    def peek(self) -> Tensor:
+        """The first raw chunk (to learn the input's dtype and device); raises if there is none."""
+        for raw in self.read(1):
+            return raw
+        raise ValueError(f"{self.name} is empty: it gave no rows.")
+
+
+@dataclass(frozen=True)
+class ScannedData:
+    """A source after its first pass (:func:`scan`): what every later pass over the data reads. Immutable.
+
+    Attributes
+    ----------
+    source : DataSource
+    device : torch.device
+        Where chunks are computed on.
+    dtype : torch.dtype
+        The compute dtype chunks are cast to.
+    n_features : int
     n_samples : int
         Rows over all ranks.
     local_samples, offset : int
         Rows of this rank and the global index of its first row.
-    n_features : int
     shift : Tensor of shape (D,), float64
-        The data mean the chunks are centred on.
+        The point chunks are centred on (the data mean, or a checkpoint's).
     """
 
-    name = "X"
+    source: DataSource
+    device: torch.device
+    dtype: torch.dtype
+    n_features: int
+    n_samples: int
+    local_samples: int
+    offset: int
+    shift: Tensor
 
-    def __init__(self, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> None:
-        self.dtype = dtype
-        self.device = device or torch.device("cpu")
-        self.n_features: int | None = None
-        self.n_samples = self.local_samples = self.offset = 0
-        self.shift: Tensor | None = None
-        self.described_as_chunks = False
-        self.gives_tensors = False  # outputs follow the input: tensors for tensor chunks
+    @property
+    def name(self) -> str:
+        return self.source.name
 
-    # -- storage -----------------------------------------------------------------
-    def _read(self, rows: int) -> Iterator[Tensor]:
-        """Yield raw chunks ``[n, D]`` (any numeric dtype, any device), in order."""
-        raise NotImplementedError
+    def with_shift(self, shift: Tensor) -> ScannedData:
+        """The same data centred on another point (a checkpoint's data mean)."""
+        return dataclasses.replace(self, shift=shift)
 
-    # -- passes ------------------------------------------------------------------
     def _on_device(self, rows: int) -> Iterator[Tensor]:
         """Raw chunks of at most ``rows`` rows on the compute device.
 
         On CUDA, host chunks are pinned and copied on a side stream one chunk
         ahead, so the copy of the next chunk overlaps the work on this one.
         """
-        pieces = (piece for raw in self._read(rows) for piece in torch.split(raw, rows))
+        pieces = (piece for raw in self.source.read(rows) for piece in torch.split(raw, rows))
         if self.device.type != "cuda":
             yield from (p.to(self.device) for p in pieces)
             return
@@ -93,16 +143,9 @@ class DataSource:
         for piece in pieces:
             current, ahead = ahead, issue(piece)
             if current is not None:
-                yield self._ready(current, stream)
+                yield _ready(current, stream)
         if ahead is not None:
-            yield self._ready(ahead, stream)
-
-    @staticmethod
-    def _ready(chunk: Tensor, stream: Any) -> Tensor:
-        main = torch.cuda.current_stream(chunk.device)
-        main.wait_stream(stream)
-        chunk.record_stream(main)
-        return chunk
+            yield _ready(ahead, stream)
 
     def _centred(self, raw: Tensor) -> Tensor:
         work = torch.promote_types(raw.dtype, self.dtype) if raw.is_floating_point() else self.dtype
@@ -121,71 +164,6 @@ class DataSource:
                 f"{self.name} gave {self.local_samples} rows in its first pass but {seen} in a later one; "
                 "the data must be the same on every pass."
             )
-
-    def peek(self) -> Tensor:
-        """The first raw chunk (to learn the input's dtype and device); raises if there is none."""
-        for raw in self._read(1):
-            return raw
-        raise ValueError(f"{self.name} is empty: it gave no rows.")
-
-    def scan(self, collective: bool = True, check_finite: bool = True) -> None:
-        """First pass: check every chunk, count rows, find the mean to centre on.
-
-        Raises ``ValueError`` naming the chunk and row of the first NaN or
-        infinity, a chunk of another width than the first, or an empty source.
-        With ``collective`` (fitting), counts and sums are over all ranks, and
-        an error of this rank's pass is raised on every rank (see
-        :func:`torchgmm.distributed.together`); a rank without rows is refused.
-        """
-        with distributed.together(collective):
-            count, total = self._local_scan(check_finite)
-        if collective:
-            distributed.check_same(n_features=self.n_features)
-        counts = torch.tensor([count], dtype=torch.float64, device=self.device)
-        shard_counts = [count]
-        if collective:
-            shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
-            distributed.all_reduce_(total)
-        self.local_samples = count
-        self.offset = sum(shard_counts[: distributed.rank()]) if collective else 0
-        self.n_samples = sum(shard_counts)
-        self.shift = total / self.n_samples
-
-    def _local_scan(self, check_finite: bool) -> tuple[int, Tensor]:
-        """The checks and sums of :meth:`scan` over this rank's rows: ``(rows, column sums in float64)``.
-
-        Sets ``n_features``; no collectives, so that its errors can be exchanged before any.
-        """
-        total = None
-        count = 0
-        for index, raw in enumerate(self._read(_SCAN_ROWS)):
-            if raw.dim() != 2:
-                raise ValueError(
-                    f"Chunk {index} of {self.name} has shape {tuple(raw.shape)}; chunks must be 2-D (rows, features)."
-                )
-            if self.n_features is None:
-                self.n_features = raw.shape[1]
-            elif raw.shape[1] != self.n_features:
-                raise ValueError(
-                    f"Chunk {index} of {self.name} has {raw.shape[1]} columns, "
-                    f"but earlier chunks have {self.n_features}."
-                )
-            if check_finite and raw.is_floating_point():
-                finite = torch.isfinite(raw)
-                if not bool(finite.all()):
-                    row, col = (~finite).nonzero()[0].tolist()
-                    where = (
-                        f"chunk {index}, row {row} of the chunk (row {count + row} of {self.name}), column {col}"
-                        if self.described_as_chunks
-                        else f"first at row {count + row}, column {col}"
-                    )
-                    raise ValueError(f"{self.name} contains NaN or infinity ({where}); remove or impute those values.")
-            part = raw.to(self.device, torch.float64).sum(0)
-            total = part if total is None else total + part
-            count += raw.shape[0]
-        if count == 0:  # (every rank must hold rows: the passes accumulate from their chunks)
-            raise ValueError(f"{self.name} is empty: it gave no rows.")
-        return count, total
 
     def sample(self, size: int, seed: int) -> Tensor:
         """A uniform sample of ``min(size, N)`` centred rows, the same on every rank.
@@ -213,6 +191,103 @@ class DataSource:
             kept = torch.cat(distributed.all_gather_tensors(padded_rows))
             keys, kept = _smallest(keys, kept, min(size, self.n_samples))
         return kept
+
+
+def _ready(chunk: Tensor, stream: Any) -> Tensor:
+    main = torch.cuda.current_stream(chunk.device)
+    main.wait_stream(stream)
+    chunk.record_stream(main)
+    return chunk
+
+
+def scan(
+    source: DataSource,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    collective: bool = True,
+    check_finite: bool = True,
+) -> ScannedData:
+    """First pass over ``source``: check every chunk, count rows, find the mean to centre on.
+
+    Parameters
+    ----------
+    source : DataSource
+    device : torch.device, optional
+        Where later passes compute (default: CPU).
+    dtype : torch.dtype
+        Their compute dtype.
+    collective : bool
+        Fitting: counts and sums are over all ranks, and an error of this rank's pass is raised on every rank
+        (see :func:`torchgmm.distributed.together`); a rank without rows is refused.
+    check_finite : bool
+        Refuse NaN and infinity (in-memory arrays are checked before, as a whole).
+
+    Raises
+    ------
+    ValueError
+        Naming the chunk and row of the first NaN or infinity, a chunk of another width than the first, or an
+        empty source.
+    """
+    device = device or torch.device("cpu")
+    with distributed.together(collective):
+        count, total, n_features = _local_scan(source, device, check_finite)
+    if collective:
+        distributed.check_same(n_features=n_features)
+    counts = torch.tensor([count], dtype=torch.float64, device=device)
+    shard_counts = [count]
+    if collective:
+        shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
+        distributed.all_reduce_(total)
+    n_samples = sum(shard_counts)
+    return ScannedData(
+        source=source,
+        device=device,
+        dtype=dtype,
+        n_features=n_features,
+        n_samples=n_samples,
+        local_samples=count,
+        offset=sum(shard_counts[: distributed.rank()]) if collective else 0,
+        shift=total / n_samples,
+    )
+
+
+def _local_scan(source: DataSource, device: torch.device, check_finite: bool) -> tuple[int, Tensor, int]:
+    """The checks and sums of :func:`scan` over this rank's rows: ``(rows, column sums in float64, features)``.
+
+    No collectives, so that its errors can be exchanged before any.
+    """
+    total = None
+    count = 0
+    n_features = None
+    name = source.name
+    for index, raw in enumerate(source.read(_SCAN_ROWS)):
+        if raw.dim() != 2:
+            raise ValueError(
+                f"Chunk {index} of {name} has shape {tuple(raw.shape)}; chunks must be 2-D (rows, features)."
+            )
+        if n_features is None:
+            n_features = raw.shape[1]
+        elif raw.shape[1] != n_features:
+            raise ValueError(
+                f"Chunk {index} of {name} has {raw.shape[1]} columns, but earlier chunks have {n_features}."
+            )
+        if check_finite and raw.is_floating_point():
+            finite = torch.isfinite(raw)
+            if not bool(finite.all()):
+                row, col = (~finite).nonzero()[0].tolist()
+                where = (
+                    f"chunk {index}, row {row} of the chunk (row {count + row} of {name}), column {col}"
+                    if source.described_as_chunks
+                    else f"first at row {count + row}, column {col}"
+                )
+                raise ValueError(f"{name} contains NaN or infinity ({where}); remove or impute those values.")
+        part = raw.to(device, torch.float64).sum(0)
+        total = part if total is None else total + part
+        count += raw.shape[0]
+    if count == 0:  # (every rank must hold rows: the passes accumulate from their chunks)
+        raise ValueError(f"{name} is empty: it gave no rows.")
+    return count, total, n_features
 
 
 def _smallest(keys: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -249,12 +324,16 @@ def uniform_hash(seed: int, index: Tensor) -> Tensor:
 
 
 class TensorSource(DataSource):
-    def __init__(self, X: Tensor, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> None:
-        super().__init__(dtype, device)
-        self.X = X
-        self.gives_tensors = True
+    """A tensor (on any device), read as row slices of it."""
 
-    def _read(self, rows):
+    def __init__(self, X: Tensor) -> None:
+        self.X = X
+
+    @property
+    def gives_tensors(self) -> bool:
+        return True
+
+    def read(self, rows):
         yield from torch.split(self.X, rows)
 
 
@@ -262,7 +341,6 @@ class ArraySource(DataSource):
     """A NumPy array or any array-like with ``__len__`` and row slicing (h5py, zarr, ...)."""
 
     def __init__(self, X: Any) -> None:
-        super().__init__()
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) != 2:
             raise ValueError(
@@ -270,7 +348,7 @@ class ArraySource(DataSource):
             )
         self.X = X
 
-    def _read(self, rows):
+    def read(self, rows):
         for start in range(0, len(self.X), rows):
             yield _as_chunk(self.X[start : start + rows])
 
@@ -294,11 +372,10 @@ class MemmapSource(DataSource):
     """A C-ordered ``np.memmap`` (or ``.npy`` file), read with ``pread``: no pages stay mapped."""
 
     def __init__(self, X: np.memmap) -> None:
-        super().__init__()
         self.filename, self.file_offset = X.filename, _file_position(X)
         self.shape, self.array_dtype = X.shape, X.dtype
 
-    def _read(self, rows):
+    def read(self, rows):
         if self.array_dtype.kind not in "biuf":
             raise ValueError(f"{self.name} must contain numbers, got an array of dtype {self.array_dtype}.")
         n, d = self.shape
@@ -323,21 +400,31 @@ class MemmapSource(DataSource):
 class IterableSource(DataSource):
     """An iterable of chunks that starts over on every ``iter()`` (or a ``DataLoader``)."""
 
-    def __init__(self, X: Iterable) -> None:
-        super().__init__()
-        self.X = X
-        self.described_as_chunks = True
+    described_as_chunks = True
 
-    def _read(self, rows):
+    def __init__(self, X: Iterable) -> None:
+        self.X = X
+
+    @functools.cached_property
+    def gives_tensors(self) -> bool:
+        for chunk in self.X:
+            return isinstance(_features(chunk), Tensor)
+        return False
+
+    def read(self, rows):
         for index, chunk in enumerate(self.X):
-            if isinstance(chunk, (tuple, list)) and chunk and not np.isscalar(chunk[0]):
-                chunk = chunk[0]  # (features, labels, ...) batches: take the features
-            if index == 0:
-                self.gives_tensors = isinstance(chunk, Tensor)
+            chunk = _features(chunk)
             try:
                 yield _as_chunk(chunk)
             except ValueError as exc:
                 raise ValueError(f"Chunk {index} of {self.name}: {exc}") from None
+
+
+def _features(chunk: Any) -> Any:
+    """The features of a ``(features, labels, ...)`` batch; any other chunk as it is."""
+    if isinstance(chunk, (tuple, list)) and chunk and not np.isscalar(chunk[0]):
+        return chunk[0]
+    return chunk
 
 
 def _as_chunk(chunk: Any) -> Tensor:
@@ -375,9 +462,7 @@ def is_chunked(X: Any) -> bool:
 
 
 def make_source(X: Any, batch_size: int | None = None) -> DataSource:
-    """The :class:`DataSource` for ``X`` (see the module docstring for what ``X`` may be).
-
-    Set its ``dtype`` and ``device`` before use.
+    """The :class:`DataSource` for ``X`` (see the module docstring for what ``X`` may be); :func:`scan` it next.
 
     Raises
     ------
@@ -408,8 +493,26 @@ def make_source(X: Any, batch_size: int | None = None) -> DataSource:
     return IterableSource(X)
 
 
-def scanned(X: Tensor, dtype: torch.dtype | None = None) -> TensorSource:
-    """A scanned source over an in-memory tensor, computing in ``dtype`` (default: X's)."""
-    source = TensorSource(X, dtype or X.dtype, X.device)
-    source.scan(collective=False)
-    return source
+def input_source(
+    X: Any, batch_size: int | None = None, n_features: int | None = None
+) -> tuple[DataSource, Any, Tensor]:
+    """The source for a user's ``X``, what outputs should look like, and its first rows (their dtype and device).
+
+    An in-memory array is checked whole here (:func:`torchgmm._validation.check_array`); a chunked source is
+    checked chunk by chunk by :func:`scan`. ``n_features``, when given, is the width ``X`` must have.
+    """
+    if is_chunked(X):
+        source = make_source(X, batch_size)
+        first = source.peek()
+        if n_features is not None and first.shape[-1] != n_features:
+            raise ValueError(
+                f"X has {first.shape[-1]} features, but GaussianMixture is expecting {n_features} features as input."
+            )
+        return source, (first if source.gives_tensors else np.empty(0)), first
+    first = check_array(X, n_features=n_features)
+    return TensorSource(first), X, first
+
+
+def scanned(X: Tensor, dtype: torch.dtype | None = None) -> ScannedData:
+    """An in-memory tensor scanned on its own device (one process), computing in ``dtype`` (default: X's)."""
+    return scan(TensorSource(X), device=X.device, dtype=dtype or X.dtype, collective=False)

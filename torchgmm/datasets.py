@@ -1,4 +1,8 @@
-"""Small real data sets shipped inside the package."""
+"""Small real data sets shipped inside the package.
+
+Owns: reading the data files shipped with torchgmm (the iris measurements). Must not: fit, or read anything
+outside the package.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Sums across processes when ``torch.distributed`` is initialised; no-ops otherwise.
 
+Owns: every collective torchgmm uses (sums, gathers, broadcasts, the agreement checks and errors raised on
+every rank). Must not: import anything else from torchgmm, or call a collective that not every rank reaches
+at the same point.
+
 Every rank holds its own shard of the rows. The EM passes produce sums over
 rows (sufficient statistics, counts, the data mean, k-means sums), so making
 every rank see the global sums is all that fitting on sharded data needs: the

@@ -1,13 +1,18 @@
-"""``GaussianMixture``: scikit-learn's estimator contract over the batched EM engine."""
+"""``GaussianMixture``: scikit-learn's estimator contract over the batched EM engine.
+
+Owns the scikit-learn adapter: constructor parameters (``get_params``, ``set_params``, ``repr``), their
+checks with scikit-learn's messages, input conversion (NumPy, tensors, chunked sources) and outputs that follow
+the input, fitted attributes set all at once from a :class:`~torchgmm.model.FittedMixture`, and inference
+from those attributes. Must not: contain EM, initialisation, checkpoint or repair logic (that is
+:mod:`torchgmm.fitter` and the engine), nor branch on the covariance type's name.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import math
-import numbers
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,32 +21,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchgmm import distributed
+from torchgmm import distributed, persistence
 from torchgmm._math import matmul_precision
 from torchgmm._validation import (
     as_tensor,
-    check_array,
+    check_initial_parameters,
     check_scalar,
     make_generator,
     output_like,
     resolve_device,
     resolve_dtype,
 )
-from torchgmm.covariance import CovarianceType, get_covariance_type
-from torchgmm.data import DataSource, TensorSource, is_chunked, make_source
-from torchgmm.em import MixtureParameters, chunk_rows, estimate_log_prob_resp, working_dtype
-from torchgmm.exceptions import (
-    ConvergenceWarning,
-    DegenerateComponentWarning,
-    FailedRestartWarning,
-    NotFittedError,
-    OutOfMemoryError,
-)
-from torchgmm.init import INIT_METHODS, initialize
-from torchgmm.memory import is_out_of_memory, out_of_memory_error, retry_with_fewer_rows
-from torchgmm.online import check_step_sizes, online_em_step, step_size
-from torchgmm.repair import RepairState, describe, repaired_restarts
-from torchgmm.trainer import EMState, run_em
+from torchgmm.covariance import COVARIANCE_TYPES, CovarianceType, get_covariance_type
+from torchgmm.data import DataSource, ScannedData, TensorSource, input_source, scan
+from torchgmm.em import MixtureParameters
+from torchgmm.exceptions import NotFittedError, OutOfMemoryError
+from torchgmm.fitter import FitConfig, WarmStart, fit_mixture, online_update
+from torchgmm.init import INIT_METHODS
+from torchgmm.model import FittedMixture, mixture_parameters, to_module
+from torchgmm.module import GaussianMixtureModule
+from torchgmm.online import check_step_sizes
+from torchgmm.passes import is_out_of_memory, map_chunks, out_of_memory_error
 
 __all__ = ["GaussianMixture"]
 
@@ -54,7 +54,7 @@ def _entry_point(method):
     (whitened residuals), while the diag and spherical densities expand ``x^2 p -
     2 x mu p + mu^2 p``, whose cancellation TF32's 10-bit mantissa would turn
     into noise. Passes over the data retry smaller chunks when memory runs out
-    (:mod:`torchgmm.memory`); running out anywhere else raises
+    (:mod:`torchgmm.passes`); running out anywhere else raises
     :class:`~torchgmm.OutOfMemoryError` saying what to change. Either way the
     fitted attributes are set only at the end, so they stay as they were.
     """
@@ -62,7 +62,10 @@ def _entry_point(method):
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
         try:
-            with matmul_precision(self.matmul_precision, applies=self.covariance_type in ("full", "tied")):
+            covariance = COVARIANCE_TYPES.get(self.covariance_type) if isinstance(self.covariance_type, str) else None
+            with matmul_precision(
+                self.matmul_precision, applies=covariance is not None and covariance.centred_products
+            ):
                 return method(self, *args, **kwargs)
         except OutOfMemoryError:
             raise
@@ -73,13 +76,6 @@ def _entry_point(method):
             raise out_of_memory_error(device, method.__name__.strip("_")) from exc
 
     return wrapped
-
-
-_ILL_DEFINED = (
-    "Fitting the mixture model failed: every restart produced non-finite statistics or a covariance "
-    "that cannot be represented or factorised even after raising its reg_covar (for instance data so "
-    "large that their squares overflow). Scale the input data."
-)
 
 
 class GaussianMixture:
@@ -353,38 +349,8 @@ class GaussianMixture:
 
     def _check_initial_parameters(self, covariance: CovarianceType, n_features: int) -> dict[str, Tensor]:
         """User-given ``*_init`` as float64 CPU tensors, validated against the data shape."""
-        K, D = self.n_components, n_features
-        given = {}
-        for name, expected in (
-            ("weights_init", (K,)),
-            ("means_init", (K, D)),
-            ("precisions_init", covariance.shape(K, D)),
-        ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            t = as_tensor(value, name).to("cpu", torch.float64)
-            if tuple(t.shape) != expected:
-                raise ValueError(
-                    f"The parameter '{name}' should have the shape of {expected}, but got {tuple(t.shape)}."
-                )
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"The parameter '{name}' contains NaN or infinity.")
-            given[name] = t
-        if "weights_init" in given:
-            w = given["weights_init"]
-            if bool((w < 0).any()) or bool((w > 1).any()):
-                raise ValueError(
-                    "The parameter 'weights_init' should be in the range [0, 1], but got "
-                    f"max value {float(w.max()):.5f}, min value {float(w.min()):.5f}."
-                )
-            if not math.isclose(float(w.sum()), 1.0, rel_tol=0, abs_tol=1e-6):
-                raise ValueError(
-                    f"The parameter 'weights_init' should be normalized, but got sum(weights) = {float(w.sum()):.5f}."
-                )
-        if "precisions_init" in given:
-            covariance.check_precisions(given["precisions_init"])
-        return given
+        given = {name: getattr(self, name) for name in ("weights_init", "means_init", "precisions_init")}
+        return check_initial_parameters(given, self.n_components, n_features, covariance)
 
     def _check_is_fitted(self) -> None:
         if not hasattr(self, "means_"):
@@ -476,69 +442,32 @@ class GaussianMixture:
         fitted = hasattr(self, "means_")
         with distributed.together():  # (see _fit)
             covariance = self._check_online_parameters()
-            data, like = self._source(X, self.n_features_in_ if fitted else None)
+            source, like, device, dtype = self._source(X, self.n_features_in_ if fitted else None)
             if fitted:
-                data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
+                dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
         distributed.check_same(
             n_components=self.n_components,
             covariance_type=self.covariance_type,
-            dtype=str(data.dtype),
+            dtype=str(dtype),
             batch_size=self.batch_size,
             n_iter_=self.n_iter_ if fitted else None,
         )
-        data.scan(check_finite=not isinstance(data, TensorSource))
-        device, dtype, shift = data.device, data.dtype, data.shift
+        data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
+        config = self._config(covariance)
         if fitted:
-            params, _ = self._fitted_parameters(device, dtype, shift)
-            step, history = self.n_iter_, list(self.lower_bounds_)
-            previous_repairs = list(getattr(self, "repairs_", []))
-        else:
-            if data.n_samples < self.n_components:
-                raise ValueError(
-                    f"Expected n_samples >= n_components in the first partial_fit batch but got "
-                    f"n_components = {self.n_components}, n_samples = {data.n_samples}."
-                )
-            with distributed.together():
-                inits = self._check_initial_parameters(covariance, data.n_features)
-                generator = make_generator(self.random_state, device)
-            if distributed.is_distributed():
-                generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
-            init_repairs = RepairState.start(1, self.n_components, covariance, self.reg_covar, device)
-            params, ok = self._initial_parameters(
-                data, covariance, inits, generator, n_restarts=1, repairs=init_repairs
-            )
-            if ok is not None and not bool(ok.all()):
-                raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
-            step, history = 0, []
-            previous_repairs = init_repairs.events[0]
-        eta = step_size(step, self.learning_decay, self.learning_offset)
-        new, ok, log_likelihood, repairs = online_em_step(
-            data, params, covariance, self.reg_covar, eta, self.batch_size, step=step
-        )
-        if not bool(ok.all()):
+            model = online_update(data, config, FittedMixture.from_attributes(self, self.covariance_type), stacklevel=2)
+            self._set_fitted(model, self.means_)
+            return self
+        if data.n_samples < self.n_components:
             raise ValueError(
-                "The online EM update gave non-finite statistics or a covariance that could not be repaired; "
-                "the model is unchanged. Scale the input data." + _float32_advice(dtype)
+                f"Expected n_samples >= n_components in the first partial_fit batch but got "
+                f"n_components = {self.n_components}, n_samples = {data.n_samples}."
             )
-        new_repairs = ([] if fitted else previous_repairs) + repairs[0]
-        if new_repairs:
-            warnings.warn(
-                f"Degenerate components were repaired in this update: {describe([new_repairs])}. "
-                "A larger reg_covar, fewer components or float64 data avoid them.",
-                DegenerateComponentWarning,
-                stacklevel=3,
-            )
-        self._set_fitted(new, covariance, shift, self.means_ if fitted else like)
-        self.n_features_in_ = data.n_features
-        self.n_iter_ = step + 1
-        self.lower_bounds_ = history + [float(log_likelihood[0])]
-        self.lower_bound_ = self.lower_bounds_[-1]
-        self.converged_ = False
-        self.init_lower_bounds_ = np.asarray([self.lower_bound_], dtype=np.float64)
-        self.init_converged_ = np.zeros(1, dtype=bool)
-        self.init_lower_bounds_history_ = [list(self.lower_bounds_)]
-        self.repairs_ = previous_repairs + repairs[0]
-        self.init_repairs_ = [list(self.repairs_)]
+        with distributed.together():
+            inits = self._check_initial_parameters(covariance, data.n_features)
+            generator = make_generator(self.random_state, device)
+        model = online_update(data, config, None, inits, generator, stacklevel=2)
+        self._set_fitted(model, like)
         return self
 
     def save(self, path: Any) -> None:
@@ -560,9 +489,9 @@ class GaussianMixture:
         >>> bool((GaussianMixture.load(path).predict(X) == gm.predict(X)).all())
         True
         """
-        from torchgmm import persistence
-
-        persistence.save(self, path)
+        self._check_is_fitted()
+        model = FittedMixture.from_attributes(self, self.covariance_type)
+        persistence.save_model(path, self.get_params(), model.to_plain(), self.means_)
 
     @classmethod
     def load(cls, path: Any, map_location: Any = None) -> GaussianMixture:
@@ -575,11 +504,20 @@ class GaussianMixture:
         ValueError
             If the file is not a torchgmm model file.
         """
-        from torchgmm import persistence
+        content = persistence.load_model(path, map_location)
+        params = dict(content.params)
+        for name in ("weights_init", "means_init", "precisions_init"):
+            if isinstance(params.get(name), Tensor):
+                params[name] = params[name].numpy()
+        try:
+            estimator = cls(**params)
+            model = FittedMixture.from_plain(content.fitted, estimator.covariance_type)
+        except (KeyError, TypeError, AttributeError) as exc:  # a missing or malformed entry
+            raise persistence.damaged_model(path, exc) from None
+        estimator._set_fitted(model, torch.empty(0, device=content.device) if content.outputs == "torch" else None)
+        return estimator
 
-        return persistence.load(path, map_location)
-
-    def to_module(self, learnable: bool = False, check_finite: bool = True):
+    def to_module(self, learnable: bool = False, check_finite: bool = True) -> GaussianMixtureModule:
         """The fitted mixture as a :class:`~torchgmm.module.GaussianMixtureModule`.
 
         On the estimator's device (or where the fitted attributes live) and in
@@ -594,21 +532,39 @@ class GaussianMixture:
         >>> module.log_prob(X[:5]).shape
         torch.Size([5])
         """
-        from torchgmm.module import GaussianMixtureModule
-
         self._check_is_fitted()
-        means = as_tensor(self.means_)
-        device = resolve_device(self.device, means)
-        return GaussianMixtureModule(
-            as_tensor(self.weights_).to(device),
-            means.to(device),
-            as_tensor(self.precisions_cholesky_).to(device, means.dtype),
+        device = resolve_device(self.device, as_tensor(self.means_))
+        module_kwargs = dict(learning_decay=self.learning_decay, learning_offset=self.learning_offset)
+        return to_module(
+            self.weights_,
+            self.means_,
+            self.precisions_cholesky_,
             self.covariance_type,
+            device,
             learnable=learnable,
             reg_covar=self.reg_covar,
+            check_finite=check_finite,
+            **module_kwargs,
+        )
+
+    def _config(self, covariance: CovarianceType) -> FitConfig:
+        return FitConfig(
+            n_components=self.n_components,
+            covariance=covariance,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init_params=self.init_params,
+            random_state=self.random_state,
+            warm_start=self.warm_start,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+            verbose_interval=self.verbose_interval,
+            checkpoint_path=self.checkpoint_path,
+            checkpoint_interval=self.checkpoint_interval,
             learning_decay=self.learning_decay,
             learning_offset=self.learning_offset,
-            check_finite=check_finite,
         )
 
     def _fit(self, X: Any, labels: bool, callback: Callable[[int, int, float], None] | None = None) -> Any:
@@ -617,323 +573,90 @@ class GaussianMixture:
         # checkpoint) fails on every rank: each such step runs in distributed.together().
         with distributed.together():
             covariance = self._check_parameters()
-            data, like = self._source(X)
+            source, like, device, dtype = self._source(X)
         distributed.check_same(
             n_components=self.n_components,
             covariance_type=self.covariance_type,
             n_init=self.n_init,
-            dtype=str(data.dtype),
+            dtype=str(dtype),
             batch_size=self.batch_size,
         )
-        data.scan(check_finite=not isinstance(data, TensorSource))
-        n_samples, n_features = data.n_samples, data.n_features
-        if n_samples < self.n_components:
+        data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
+        if data.n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {n_samples}."
+                f"n_samples = {data.n_samples}."
             )
-        device, dtype = data.device, data.dtype
         warm = self.warm_start and hasattr(self, "converged_")
         with distributed.together():
-            inits = self._check_initial_parameters(covariance, n_features)
+            inits = self._check_initial_parameters(covariance, data.n_features)
             generator = make_generator(self.random_state, device)
-            if warm and self.n_features_in_ != n_features:
+            if warm and self.n_features_in_ != data.n_features:
                 raise ValueError(
-                    f"X has {n_features} features, but the warm-started GaussianMixture was fitted on "
+                    f"X has {data.n_features} features, but the warm-started GaussianMixture was fitted on "
                     f"{self.n_features_in_} features."
                 )
         # (ranks that start differently would take different paths, each into collectives the others never reach)
         distributed.check_same(warm_start=warm, initial_parameters=sorted(inits))
-        if distributed.is_distributed():  # every rank draws what rank 0 draws
-            generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
-        shift = data.shift
-
-        # the checkpoint describes the fit by rank 0's random_state, the seed every rank used
-        seed = distributed.broadcast(_seed_description(self.random_state))
-        with distributed.together():
-            checkpoint = self._checkpoint(data, inits, warm, seed)
-            resumed = checkpoint.load() if checkpoint is not None else None
-        distributed.check_same(resumed_from_checkpoint=resumed is not None)
-        if resumed is not None:
-            plain, data.shift = resumed  # the state's parameters are centred on the saved mean
-            with distributed.together():
-                try:
-                    state = EMState.from_plain(plain, device, dtype)
-                    expected = (1 if warm else self.n_init, self.n_components, n_features)
-                    if tuple(state.params.means.shape) != expected or len(state.lower_bound) != expected[0]:
-                        raise ValueError(f"its means have shape {tuple(state.params.means.shape)}, not {expected}")
-                except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-                    raise checkpoint.damaged(exc) from None
-            if self.verbose:
-                print(f"Resuming from {checkpoint.path} after iteration {state.iteration}")
-        elif warm:
-            params, _ = self._fitted_parameters(device, dtype, data.shift)
-            state = EMState.start(params, covariance, self.reg_covar, lower_bound=float(self.lower_bound_))
-        else:
-            repairs = RepairState.start(self.n_init, self.n_components, covariance, self.reg_covar, device)
-            params, ok = self._initial_parameters(data, covariance, inits, generator, repairs=repairs)
-            state = EMState.start(params, covariance, self.reg_covar, ok, repairs=repairs)
-        save = None
-        if checkpoint is not None and distributed.rank() == 0:
-
-            def save(state: EMState) -> None:
-                checkpoint.save(state.to_plain())
-
-            if resumed is None:
-                save(state)  # the initialisation is not redone on resume
-        shift = data.shift
-
-        result = run_em(
-            data,
-            state.params,
-            covariance,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            rows=self.batch_size,
-            verbose=self.verbose,
-            verbose_interval=self.verbose_interval,
-            callback=callback,
-            resume=state,
-            checkpoint=save,
-            checkpoint_interval=self.checkpoint_interval,
-        )
-        best = result.best()
-        if best is None:
-            if save is not None:
-                checkpoint.remove()  # the failure is deterministic: resuming would fail again
-            raise ValueError(_ILL_DEFINED + _float32_advice(dtype))
-        if any(result.failed):
-            failed = [r for r, f in enumerate(result.failed) if f]
-            warnings.warn(
-                f"{len(failed)} of {len(result.failed)} restarts were dropped because their statistics were "
-                f"not finite or a covariance could not be repaired (restarts {failed}); the best of the others "
-                "is kept. Scale the input data to keep them.",
-                FailedRestartWarning,
-                stacklevel=4,
-            )
-        events = result.repairs.events
-        if repaired_restarts(events):
-            warnings.warn(
-                f"Degenerate components were repaired in {repaired_restarts(events)} of "
-                f"{len(events)} restarts ({len(events[best])} repairs in the kept one): "
-                f"{describe(events)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
-                "components or float64 data avoid them.",
-                DegenerateComponentWarning,
-                stacklevel=4,
-            )
-        if not result.converged[best] and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init parameters, "
-                "or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-
-        kept = result.params.select(torch.tensor([best], device=device))
-        self._set_fitted(kept, covariance, shift, like)
-        self.converged_ = bool(result.converged[best])
-        self.n_iter_ = int(result.n_iter[best])
-        self.lower_bound_ = float(result.lower_bound[best])
-        self.lower_bounds_ = list(result.lower_bounds[best])
-        self.init_lower_bounds_ = np.asarray(result.lower_bound, dtype=np.float64)
-        self.init_converged_ = np.asarray(result.converged, dtype=bool)
-        self.init_lower_bounds_history_ = [list(h) for h in result.lower_bounds]
-        self.init_repairs_ = [list(restart) for restart in events]
-        self.repairs_ = list(events[best])
-        self.n_features_in_ = n_features
-        if save is not None:
-            checkpoint.remove()
+        start = None
+        if warm:
+            arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+            start = WarmStart(*arrays, float(self.lower_bound_))
+        fit = fit_mixture(data, self._config(covariance), inits, generator, start, callback, stacklevel=4)
+        self._set_fitted(fit.model, like)
         if not labels:
             return None
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
-        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.argmax(-1), 4), like)
+        params, _ = fit.model.parameters(fit.data.device, fit.data.dtype, fit.data.shift)
+        return output_like(map_chunks(fit.data, params, covariance, _labels, self.batch_size, 4), like)
 
-    def _checkpoint(self, data: DataSource, inits: dict[str, Tensor], warm: bool, seed: int | None):
-        """The :class:`~torchgmm.persistence.Checkpoint` of this fit, described by all that decides its result.
-
-        ``seed`` is rank 0's :func:`_seed_description`: under ``torch.distributed`` every rank draws with rank
-        0's seed, so the other ranks' ``random_state`` does not change the fit (nor refuse its checkpoint).
-        """
-        from torchgmm.persistence import Checkpoint  # (persistence imports the package)
-
-        if self.checkpoint_path is None:
-            return None
-        names = ("n_components", "covariance_type", "tol", "reg_covar", "n_init", "init_params", "warm_start")
-        fit = {name: getattr(self, name) for name in names}
-        fit["random_state"] = seed
-        fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
-        fit["warm_start"] = warm
-        return Checkpoint(self.checkpoint_path, fit, data.shift)
-
-    def _initial_parameters(
-        self,
-        data: DataSource,
-        covariance: CovarianceType,
-        inits: dict[str, Tensor],
-        generator: torch.Generator,
-        n_restarts: int | None = None,
-        repairs: RepairState | None = None,
-    ) -> tuple[MixtureParameters, Tensor | None]:
-        R, K = n_restarts or self.n_init, self.n_components
-        device, dtype = data.device, data.dtype
-        if len(inits) == 3:
-            params, ok = None, None
-        else:
-            # Out of memory, initialisation starts over in smaller chunks, with the same draws and no repairs.
-            seed_state = generator.get_state()
-            pristine = repairs.copy() if repairs is not None else None
-            # halving starts from the E-step's chunks; the first try leaves each pass its own (or batch_size)
-            planned = chunk_rows(
-                data.n_samples, covariance.elements_per_row(R, K, data.n_features), device, self.batch_size
-            )
-            first = self.batch_size
-
-            def run(rows: int):
-                generator.set_state(seed_state)
-                state = pristine.copy() if pristine is not None else None
-                out = initialize(
-                    self.init_params,
-                    data,
-                    K,
-                    R,
-                    covariance,
-                    self.reg_covar,
-                    generator,
-                    rows=first if rows == planned else rows,
-                    state=state,
-                    covariances_used="precisions_init" not in inits,
-                )
-                return out, state
-
-            ((params, ok), state), _ = retry_with_fewer_rows(run, planned, "the initialisation", device, 5)
-            if repairs is not None:
-                repairs.reg_covar, repairs.reseeds, repairs.events = state.reg_covar, state.reseeds, state.events
-        weights = inits.get("weights_init")
-        means = inits.get("means_init")
-        precisions = inits.get("precisions_init")
-
-        def batch(t: Tensor) -> Tensor:
-            return t.to(device, dtype).unsqueeze(0).expand(R, *t.shape).contiguous()
-
-        weights = batch(weights) if weights is not None else params.weights
-        means = batch(means - data.shift.to("cpu", torch.float64)) if means is not None else params.means
-        if precisions is not None:
-            P = covariance.precisions_cholesky_from_precisions(precisions)
-            cov = covariance.covariances_from_precisions_cholesky(P)
-            P, cov = batch(P), batch(cov)
-        else:
-            P, cov = params.precisions_cholesky, params.covariances
-        if ok is not None and precisions is not None:
-            ok = torch.ones_like(ok)
-        return MixtureParameters(weights, means, cov, P), ok
-
-    def _fitted_parameters(
-        self, device: torch.device, dtype: torch.dtype, shift: Tensor | None = None
-    ) -> tuple[MixtureParameters, Tensor]:
-        """The fitted attributes as a batch of one restart, with means centred on ``shift``.
-
-        ``shift`` (float64, ``[D]``) defaults to the mixture mean, a stand-in for
-        the data mean that the model alone gives. Returns ``(params, shift)``.
-        """
-
-        def get(name: str, to_dtype: torch.dtype = dtype) -> Tensor:
-            return as_tensor(getattr(self, name)).to(device, to_dtype).unsqueeze(0)
-
-        weights, means = get("weights_", torch.float64), get("means_", torch.float64)
-        if shift is None:
-            shift = (weights.unsqueeze(-1) * means).sum(1).squeeze(0)
-        params = MixtureParameters(
-            weights.to(dtype), (means - shift).to(dtype), get("covariances_"), get("precisions_cholesky_")
-        )
-        return params, shift
-
-    def _set_fitted(self, params: MixtureParameters, covariance: CovarianceType, shift: Tensor, like: Any) -> None:
-        params = params.map(lambda t: t.squeeze(0))
+    def _set_fitted(self, model: FittedMixture, like: Any) -> None:
         # every value first, then the attributes: running out of memory half-way leaves the old ones
-        values = {
-            "weights_": output_like(params.weights, like),
-            "means_": output_like((params.means.to(torch.float64) + shift).to(params.means.dtype), like),
-            "covariances_": output_like(params.covariances, like),
-            "precisions_cholesky_": output_like(params.precisions_cholesky, like),
-            "precisions_": output_like(covariance.precisions(params.precisions_cholesky), like),
-        }
-        for name, value in values.items():
+        for name, value in model.attributes(like).items():
             setattr(self, name, value)
 
     # ------------------------------------------------------------------ inference
 
-    def _source(self, X: Any, n_features: int | None = None) -> tuple[DataSource, Any]:
-        """The data source for ``X`` and what outputs should look like (see :mod:`torchgmm.data`).
+    def _source(self, X: Any, n_features: int | None = None) -> tuple[DataSource, Any, torch.device, torch.dtype]:
+        """The data source for ``X``, what outputs should look like, and the device and dtype to compute in."""
+        source, like, first = input_source(X, self.batch_size, n_features)
+        return source, like, resolve_device(self.device, first), resolve_dtype(self.dtype, first)
 
-        An in-memory array is checked whole here; a chunked source is checked
-        chunk by chunk by its first pass.
-        """
-        if is_chunked(X):
-            data = make_source(X, self.batch_size)
-            first = data.peek()
-            if n_features is not None and first.shape[-1] != n_features:
-                raise ValueError(
-                    f"X has {first.shape[-1]} features, but GaussianMixture is expecting "
-                    f"{n_features} features as input."
-                )
-            like = first if data.gives_tensors else np.empty(0)
-        else:
-            first = check_array(X, n_features=n_features)
-            data = TensorSource(first)
-            like = X
-        data.device = resolve_device(self.device, first)
-        data.dtype = resolve_dtype(self.dtype, first)
-        return data, like
-
-    def _map_chunks(self, data: DataSource, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int = 3) -> Tensor:
-        """``fn(log_prob_norm [n], log_resp [n, K])`` of every chunk of a scanned source, concatenated.
-
-        A pass that runs out of memory starts over in smaller chunks (see
-        :mod:`torchgmm.memory`); ``stacklevel`` (1: the caller's line) points its warning at the user's call.
-        """
-        covariance = get_covariance_type(self.covariance_type)
-        params, _ = self._fitted_parameters(data.device, data.dtype, data.shift)
-        K, D = params.means.shape[1:]
-        work = working_dtype(params, covariance)
-        params = params.map(lambda t: t.to(work))
-
-        def run(rows: int) -> Tensor:
-            parts = []
-            for _, x in data.chunks(rows):
-                log_prob_norm, log_resp = estimate_log_prob_resp(x.to(work), params, covariance)
-                parts.append(fn(log_prob_norm.squeeze(0).to(data.dtype), log_resp.squeeze(0).to(data.dtype)))
-            return torch.cat(parts)
-
-        rows = chunk_rows(data.local_samples, covariance.elements_per_row(1, K, D), data.device, self.batch_size)
-        return retry_with_fewer_rows(run, rows, "predicting", data.device, stacklevel + 1)[0]
-
-    def _checked(self, X: Any) -> tuple[DataSource, Any]:
-        """A scanned source for inference on this process's rows (no collectives)."""
+    def _checked(self, X: Any) -> tuple[ScannedData, MixtureParameters, Any]:
+        """This process's rows of ``X`` scanned for inference (no collectives), the model's parameters centred
+        on them, and what outputs should look like."""
         self._check_is_fitted()
-        data, like = self._source(X, self.n_features_in_)
-        # the model's dtype unless one was asked for
-        data.dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
-        data.scan(collective=False, check_finite=not isinstance(data, TensorSource))
-        return data, like
+        source, like, device, _ = self._source(X, self.n_features_in_)
+        dtype = resolve_dtype(self.dtype, as_tensor(self.means_))  # the model's dtype unless one was asked for
+        check_finite = not isinstance(source, TensorSource)
+        data = scan(source, device=device, dtype=dtype, collective=False, check_finite=check_finite)
+        covariance = get_covariance_type(self.covariance_type)
+        arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+        params, _ = mixture_parameters(*arrays, covariance, device, dtype, data.shift)
+        return data, params, like
+
+    def _map(self, X: Any, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int) -> tuple[Tensor, Any, int]:
+        data, params, like = self._checked(X)
+        covariance = get_covariance_type(self.covariance_type)
+        return map_chunks(data, params, covariance, fn, self.batch_size, stacklevel + 1), like, data.local_samples
 
     @_entry_point
     def predict(self, X: Any) -> Any:
         """Most likely component of each sample, shape ``(n_samples,)``, int64."""
-        data, like = self._checked(X)
-        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.argmax(-1)), like)
+        labels, like, _ = self._map(X, _labels, 3)
+        return output_like(labels, like)
 
     @_entry_point
     def predict_proba(self, X: Any) -> Any:
         """Responsibilities, shape ``(n_samples, n_components)``; rows sum to 1."""
-        data, like = self._checked(X)
-        return output_like(self._map_chunks(data, lambda _, log_resp: log_resp.exp()), like)
+        proba, like, _ = self._map(X, lambda _, log_resp: log_resp.exp(), 3)
+        return output_like(proba, like)
 
     @_entry_point
     def score_samples(self, X: Any) -> Any:
         """Log-likelihood of each sample under the mixture, shape ``(n_samples,)``."""
-        data, like = self._checked(X)
-        return output_like(self._map_chunks(data, lambda log_prob_norm, _: log_prob_norm), like)
+        scores, like, _ = self._map(X, lambda log_prob_norm, _: log_prob_norm, 3)
+        return output_like(scores, like)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``)."""
@@ -946,9 +669,8 @@ class GaussianMixture:
 
     @_entry_point
     def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
-        data, _ = self._checked(X)
-        total = self._map_chunks(data, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4).sum()
-        return float(total), data.local_samples
+        sums, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4)
+        return float(sums.sum()), n
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
@@ -982,7 +704,8 @@ class GaussianMixture:
         means = as_tensor(self.means_)
         device = resolve_device(self.device, means)
         dtype = resolve_dtype(self.dtype, means)
-        params, shift = self._fitted_parameters(device, dtype)
+        arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+        params, shift = mixture_parameters(*arrays, covariance, device, dtype)
         params = params.map(lambda t: t.squeeze(0))
         generator = make_generator(self.random_state, device)
         labels = torch.multinomial(params.weights, int(n_samples), replacement=True, generator=generator)
@@ -997,14 +720,5 @@ class GaussianMixture:
         return output_like(torch.cat(parts), self.means_), output_like(y, self.means_)
 
 
-def _seed_description(random_state: Any) -> int | None:
-    """``random_state`` as a checkpoint describes it: an int seed, or None (no seed, or a NumPy generator)."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    return None
-
-
-def _float32_advice(dtype: torch.dtype) -> str:
-    if dtype == torch.float32:
-        return " The numerical accuracy can also be improved by passing float64 data instead of float32."
-    return ""
+def _labels(log_prob_norm: Tensor, log_resp: Tensor) -> Tensor:
+    return log_resp.argmax(-1)

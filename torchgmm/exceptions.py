@@ -1,4 +1,8 @@
-"""Exceptions and warnings raised by torchgmm."""
+"""Exceptions and warnings raised by torchgmm.
+
+Owns: the exception and warning classes users catch and filter. Must not: import anything else from
+torchgmm, or raise them itself.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ class FailedRestartWarning(UserWarning):
 
 
 class DegenerateComponentWarning(UserWarning):
-    """Some components were repaired: their ``reg_covar`` raised, or re-seeded (see :mod:`torchgmm.repair`)."""
+    """Some components were repaired: their ``reg_covar`` raised, or re-seeded (see :mod:`torchgmm.mstep`)."""
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -35,7 +39,7 @@ class NotFittedError(ValueError, AttributeError):
 
 
 class OutOfMemoryWarning(UserWarning):
-    """A pass over the data ran out of memory and went on in smaller chunks (see :mod:`torchgmm.memory`)."""
+    """A pass over the data ran out of memory and went on in smaller chunks (see :mod:`torchgmm.passes`)."""
 
 
 class OutOfMemoryError(torch.cuda.OutOfMemoryError):

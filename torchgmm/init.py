@@ -1,8 +1,12 @@
 """Initialisation of ``R`` restarts at once, on the compute device.
 
+Owns: the ``init_params`` methods (seeding on a sample of the rows, k-means++ and Lloyd iterations, random
+responsibilities, random rows) and the initial M-step. Must not: run EM, read the data other than through
+its passes, or draw anything per row that depends on chunking or the number of ranks.
+
 Each method yields initial responsibilities (as a function of a chunk) and
 the means to centre the statistics on; one pass of
-:func:`~torchgmm.em.statistics_from_resp` and an M-step then give the
+:func:`~torchgmm.passes.statistics_from_resp` and an M-step then give the
 initial parameters, as in scikit-learn:
 
 ``kmeans``
@@ -26,9 +30,10 @@ from torch import Tensor
 
 from torchgmm import distributed
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import DataSource, uniform_hash
-from torchgmm.em import MixtureParameters, Statistics, chunk_rows, m_step, statistics_from_resp
-from torchgmm.repair import RepairState, repair
+from torchgmm.data import ScannedData, uniform_hash
+from torchgmm.em import MixtureParameters, Statistics
+from torchgmm.mstep import RepairState, maximise
+from torchgmm.passes import chunk_rows, statistics_from_resp
 
 __all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances"]
 
@@ -90,21 +95,21 @@ def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
 
 
-def _sample(data: DataSource, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+def _sample(data: ScannedData, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
     """A uniform sample of the rows for seeding (all of them when the data are small)."""
     n_trials = 2 + int(math.log(n_clusters))
     size = max(min(_SEEDING_BUDGET // (n_restarts * n_trials), _SEEDING_ROWS), 32 * n_clusters)
     return data.sample(size, _draw_seed(generator))
 
 
-def _seed(data: DataSource, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
+def _seed(data: ScannedData, n_clusters: int, n_restarts: int, generator: torch.Generator) -> Tensor:
     """k-means++ seeds ``[R, K, D]``, on a uniform sample of the rows when the data are large."""
     X = _sample(data, n_clusters, n_restarts, generator)
     return X[kmeans_plusplus(X, n_clusters, n_restarts, generator)]
 
 
 def kmeans(
-    data: DataSource, centres: Tensor, max_iter: int = 100, tol: float = 1e-4, rows: int | None = None
+    data: ScannedData, centres: Tensor, max_iter: int = 100, tol: float = 1e-4, rows: int | None = None
 ) -> Tensor:
     """Batched Lloyd iterations from ``centres [R, K, D]``; returns the final centres.
 
@@ -139,7 +144,7 @@ def kmeans(
     return centres
 
 
-def _relocate_empty(data: DataSource, centres: Tensor, empty: Tensor, rows: int) -> Tensor:
+def _relocate_empty(data: ScannedData, centres: Tensor, empty: Tensor, rows: int) -> Tensor:
     """Move each empty cluster onto one of the rows farthest from their closest centre."""
     R, K, D = centres.shape
     # -1 marks "no row": a shard with fewer than K rows pads its candidates
@@ -169,7 +174,7 @@ def _relocate_empty(data: DataSource, centres: Tensor, empty: Tensor, rows: int)
 
 def initial_responsibilities(
     method: str,
-    data: DataSource,
+    data: ScannedData,
     n_components: int,
     n_restarts: int,
     generator: torch.Generator,
@@ -210,22 +215,20 @@ def initial_responsibilities(
 
 def initialize(
     method: str,
-    data: DataSource,
+    data: ScannedData,
     n_components: int,
     n_restarts: int,
     covariance: CovarianceType,
-    reg_covar: float,
     generator: torch.Generator,
+    state: RepairState,
     rows: int | None = None,
-    state: RepairState | None = None,
     covariances_used: bool = True,
-) -> tuple[MixtureParameters, Tensor]:
-    """Initial parameters of ``R`` restarts; returns ``(params, ok [R])``.
+) -> tuple[MixtureParameters, list[bool]]:
+    """Initial parameters of ``R`` restarts; returns ``(params, ok)``, ``ok`` one flag per restart.
 
-    Degenerate initial components are repaired as in EM (see
-    :mod:`torchgmm.repair`), recorded as iteration 0 in ``state``;
-    ``ok`` is False for restarts that could not be repaired. With
-    ``covariances_used=False`` (the caller replaces them) nothing is repaired.
+    The M-step starts from ``state``'s ``reg_covar``; degenerate initial components are repaired as in EM
+    (see :mod:`torchgmm.mstep`), recorded as iteration 0 in ``state``, and ``ok`` is False for restarts that
+    could not be repaired. With ``covariances_used=False`` (the caller replaces them) nothing is repaired.
     """
     resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator, rows)
     if resp_fn is None:
@@ -244,10 +247,6 @@ def initialize(
         )
     else:
         stats = statistics_from_resp(data, resp_fn, centre, covariance, rows)
-    R, K = centre.shape[:2]
-    state = state or RepairState.start(R, K, covariance, reg_covar, centre.device)
-    params, ok = m_step(stats, centre, covariance, state.reg_covar, data.dtype)
-    if not covariances_used or bool(ok.all()):
-        return params, ok.all(-1)
-    restarts = torch.arange(R, device=centre.device)
-    return repair(stats, centre, covariance, params, ok, state, restarts, data.dtype, iteration=0)
+    restarts = torch.arange(centre.shape[0], device=centre.device)
+    step = maximise(stats, centre, covariance, state, restarts, data.dtype, iteration=0, repair=covariances_used)
+    return step.params, step.ok

@@ -1,5 +1,9 @@
 """A Gaussian mixture as a ``torch.nn.Module``: densities, posteriors and samples for deep-learning code.
 
+Owns :class:`GaussianMixtureModule` (parameters as buffers or learnable parametrised tensors, in
+scikit-learn's shapes) and its checks of inputs and parameters. Must not: fit by batch EM (its
+``partial_fit`` calls :func:`torchgmm.online.online_em_step`), nor branch on the covariance type's name.
+
 :class:`GaussianMixtureModule` holds one mixture (weights ``[K]``, means
 ``[K, D]`` and precision Cholesky factors) as buffers, or as learnable
 parameters through :mod:`torch.nn.utils.parametrize`: the weights as a softmax
@@ -27,8 +31,8 @@ from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import MixtureParameters
 from torchgmm.exceptions import DegenerateComponentWarning
+from torchgmm.mstep import describe
 from torchgmm.online import check_step_sizes, online_em_step, step_size
-from torchgmm.repair import describe
 
 __all__ = ["GaussianMixtureModule"]
 
@@ -147,8 +151,7 @@ class GaussianMixtureModule(nn.Module):
                 self.register_buffer(name, value.clone())
         if self.learnable:
             parametrize.register_parametrization(self, "weights", _Simplex())
-            triangular = covariance_type in ("full", "tied")
-            factor = _PositiveUpperTriangular() if triangular else _Positive()
+            factor = _PositiveUpperTriangular() if self._covariance.triangular else _Positive()
             parametrize.register_parametrization(self, "precisions_cholesky", factor)
         self.register_buffer("n_steps", torch.zeros((), dtype=torch.long, device=means.device))
 
@@ -173,10 +176,10 @@ class GaussianMixtureModule(nn.Module):
                     f"covariances must have shape {expected} for {covariance.name} covariances with {K} components "
                     f"and {D} features, got {tuple(covariances.shape)}."
                 )
-        P, ok = covariance.precisions_cholesky(covariances.unsqueeze(0))
+        P, ok = covariance.factorise(covariance.from_sklearn(covariances).unsqueeze(0))
         if not bool(ok.all()):
             raise ValueError(f"The {covariance_type} covariances must be symmetric positive definite.")
-        return cls(weights, means, P.squeeze(0), covariance_type, **kwargs)
+        return cls(weights, means, covariance.to_sklearn(P.squeeze(0)), covariance_type, **kwargs)
 
     # ------------------------------------------------------------------ shapes
 
@@ -228,7 +231,7 @@ class GaussianMixtureModule(nn.Module):
         log_prob = self._covariance.log_prob(
             x.reshape(-1, self.n_features) - centre,
             (means - centre).unsqueeze(0),
-            self.precisions_cholesky.unsqueeze(0),
+            self._covariance.from_sklearn(self.precisions_cholesky).unsqueeze(0),
         )[0]
         return (log_prob + torch.log(weights)).reshape(*batch, self.n_components)
 
@@ -252,15 +255,9 @@ class GaussianMixtureModule(nn.Module):
 
     def scale_tril(self) -> Tensor:
         """Lower Cholesky factors ``L`` of the covariances (``Sigma = L L^T``), ``[K, D, D]``."""
-        P = self.precisions_cholesky
         K, D = self.n_components, self.n_features
-        if self.covariance_type in ("full", "tied"):
-            # Sigma = (P P^T)^-1 = P^-T P^-1, so L = P^-T (lower, positive diagonal).
-            eye = torch.eye(D, dtype=P.dtype, device=P.device)
-            L = torch.linalg.solve_triangular(P, eye.expand_as(P), upper=True).mT
-            return L.expand(K, D, D) if self.covariance_type == "tied" else L
-        scale = 1.0 / P
-        return torch.diag_embed(scale if self.covariance_type == "diag" else scale.unsqueeze(-1).expand(K, D))
+        P = self._covariance.from_sklearn(self.precisions_cholesky)
+        return self._covariance.scale_tril(P, D).expand(K, D, D)
 
     def to_distribution(self) -> torch.distributions.MixtureSameFamily:
         """The mixture as ``MixtureSameFamily(Categorical, MultivariateNormal(scale_tril=...))``."""
@@ -307,7 +304,7 @@ class GaussianMixtureModule(nn.Module):
         data = scanned(x.detach())
         shift = data.shift.to(self.means.dtype)
         covariance = self._covariance
-        P = self.precisions_cholesky.detach().unsqueeze(0)
+        P = covariance.from_sklearn(self.precisions_cholesky.detach()).unsqueeze(0)
         params = MixtureParameters(
             self.weights.detach().unsqueeze(0),
             (self.means.detach() - shift).unsqueeze(0),
@@ -318,7 +315,7 @@ class GaussianMixtureModule(nn.Module):
         new, ok, log_likelihood, repairs = online_em_step(
             data, params, covariance, self.reg_covar, eta, step=int(self.n_steps)
         )
-        if not bool(ok.all()):
+        if not all(ok):
             raise ValueError(
                 "The online EM step gave non-finite statistics or a covariance that could not be repaired; "
                 f"the module is unchanged. Scale the input data or increase reg_covar (now {self.reg_covar})."
@@ -331,7 +328,7 @@ class GaussianMixtureModule(nn.Module):
             )
         self._assign("weights", new.weights[0])
         self._assign("means", new.means[0] + shift)
-        self._assign("precisions_cholesky", new.precisions_cholesky[0])
+        self._assign("precisions_cholesky", covariance.to_sklearn(new.precisions_cholesky[0]))
         self.n_steps += 1
         return log_likelihood[0].to(self.means.dtype)
 
@@ -379,9 +376,9 @@ def _check_parameters(covariance, weights: Any, means: Any, precisions_cholesky:
         raise ValueError("weights, means and precisions_cholesky must be finite.")
     if bool((weights <= 0).any()) or abs(float(weights.sum()) - 1.0) > 1e-5:
         raise ValueError(f"weights must be positive and sum to 1, got sum {float(weights.sum()):.6g}.")
-    diagonal = torch.diagonal(P, dim1=-2, dim2=-1) if covariance.name in ("full", "tied") else P
+    diagonal = torch.diagonal(P, dim1=-2, dim2=-1) if covariance.triangular else P
     if bool((diagonal <= 0).any()):
         raise ValueError("precisions_cholesky must have a positive diagonal.")
-    if covariance.name in ("full", "tied") and not torch.allclose(P, torch.triu(P)):
+    if covariance.triangular and not torch.allclose(P, torch.triu(P)):
         raise ValueError("precisions_cholesky must be upper triangular (scikit-learn's precisions_cholesky_).")
     return weights, means, P

@@ -1,5 +1,9 @@
 """Stepwise (online) EM: one update of the parameters from one mini-batch.
 
+Owns: the step sizes and the blend of a batch's statistics into the running ones, followed by the M-step with
+its repairs. Must not: keep state between calls (the running statistics are the parameters), validate input,
+or set attributes (the estimator and the module call it).
+
 Stepwise EM (Cappé and Moulines 2009; Liang and Klein 2009) keeps running
 averages of the normalised sufficient statistics,
 ``s <- (1 - eta_t) s + eta_t s_hat(batch)``, and sets the parameters from them
@@ -20,9 +24,10 @@ from torch import Tensor
 
 from torchgmm._validation import check_scalar
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import DataSource
-from torchgmm.em import MixtureParameters, Statistics, e_step, m_step
-from torchgmm.repair import EMPTY_MASS, Repair, RepairState, repair
+from torchgmm.data import ScannedData
+from torchgmm.em import MixtureParameters, Statistics
+from torchgmm.mstep import EMPTY_MASS, Repair, RepairState, maximise
+from torchgmm.passes import e_step
 
 __all__ = ["step_size", "check_step_sizes", "online_em_step"]
 
@@ -43,7 +48,7 @@ def step_size(step: int, decay: float, offset: float) -> float:
 
 
 def online_em_step(
-    data: DataSource,
+    data: ScannedData,
     params: MixtureParameters,
     covariance: CovarianceType,
     reg_covar: float,
@@ -55,8 +60,8 @@ def online_em_step(
 
     Parameters
     ----------
-    data : DataSource
-        The mini-batch, scanned; ``params`` are in its centred coordinates.
+    data : ScannedData
+        The mini-batch; ``params`` are in its centred coordinates.
     params : MixtureParameters
         Current parameters, ``[R, ...]``.
     covariance : CovarianceType
@@ -72,10 +77,10 @@ def online_em_step(
     -------
     params : MixtureParameters
         Updated parameters, in the dtype of ``params``.
-    ok : Tensor of shape (R,), bool
-        False where the statistics were not finite or a covariance could not be
+    ok : list of bool
+        Per restart: False where the statistics were not finite or a covariance could not be
         repaired (degenerate components are repaired as in EM,
-        :mod:`torchgmm.repair`, with ``reg_covar`` raised for this step only).
+        :mod:`torchgmm.mstep`, with ``reg_covar`` raised for this step only).
     log_likelihood : Tensor of shape (R,)
         Mean log-likelihood of the batch under the parameters before the update.
     repairs : list of list of Repair
@@ -94,13 +99,10 @@ def online_em_step(
         (1.0 - eta) * previous + eta * stats.s2 / per_row,
     )
     dtype = params.means.dtype
-    new, ok = m_step(blended, params.means, covariance, reg_covar, dtype)
     R, K = params.means.shape[:2]
     state = RepairState.start(R, K, covariance, reg_covar, params.means.device)
-    if bool(ok.all()):
-        return new, ok.all(-1), stats.log_likelihood / n, state.events
     restarts = torch.arange(R, device=params.means.device)
     # the blended masses are fractions of a row: empty is half a row of this batch
-    empty_mass = EMPTY_MASS / float(n.min())
-    new, fixed = repair(blended, params.means, covariance, new, ok, state, restarts, dtype, step, empty_mass)
-    return new, fixed, stats.log_likelihood / n, state.events
+    empty_mass = EMPTY_MASS / n.min()
+    result = maximise(blended, params.means, covariance, state, restarts, dtype, step, empty_mass=empty_mass)
+    return result.params, result.ok, stats.log_likelihood / n, state.events

@@ -1,37 +1,35 @@
-"""The EM loop over a batch of restarts.
+"""The EM loop over a batch of restarts, and its state.
 
-Every iteration advances all restarts still running with one E-step pass over
-the data and one M-step. The only host synchronisation per iteration is the
-copy of the new lower bounds and factorisation flags needed to decide which
-restarts have converged, failed, or go on. Converged restarts keep their
-parameters. A component whose covariance cannot be factorised is repaired
-within its restart (:mod:`torchgmm.repair`); a restart whose statistics are
-not finite is dropped without affecting the others.
+Owns the iteration: every iteration advances all restarts still running with one E-step pass over the data
+(:func:`torchgmm.passes.e_step`) and one M-step with its repairs (:func:`torchgmm.mstep.maximise`), then
+decides which restarts have converged, failed or go on. The only host synchronisation per iteration is the
+M-step's, which brings the new lower bounds along. Converged restarts keep their parameters; a restart whose
+statistics are not finite is dropped without affecting the others. Must not: read files, initialise, validate
+user input, warn, or know about estimators; what happens around an iteration (progress, a user callback,
+checkpoints) is an :class:`Observer`'s.
 
-The loop's whole state is an :class:`EMState`: handed to a ``checkpoint``
-callback every few iterations (and when the loop is interrupted), and given
-back through ``resume``, it continues the fit exactly where it stopped.
+The loop's whole state is an :class:`EMState`, updated only between iterations: handed to the observers after
+every iteration (and when the loop stops on an exception), and given back to :func:`run_em`, it continues the
+fit exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
 from torchgmm.covariance import CovarianceType
-from torchgmm.data import DataSource
-from torchgmm.em import MixtureParameters, chunk_rows, e_step, m_step
-from torchgmm.memory import retry_with_fewer_rows
-from torchgmm.repair import Repair, RepairState, repair
+from torchgmm.data import ScannedData
+from torchgmm.em import MixtureParameters
+from torchgmm.kernels import kernel_for
+from torchgmm.mstep import RepairState, maximise, repaired_restarts
+from torchgmm.passes import chunk_rows, e_step, retry_with_fewer_rows
 
-__all__ = ["EMState", "run_em"]
+__all__ = ["EMState", "EMConfig", "Observer", "Observers", "Callback", "Progress", "run_em"]
 
 
 @dataclass
@@ -53,7 +51,7 @@ class EMState:
         True where the statistics were not finite or a covariance could not be repaired.
     repairs : RepairState
         Per-covariance ``reg_covar`` and every repair so far (``repairs.events``, per restart,
-        initialisation included; see :mod:`torchgmm.repair`).
+        initialisation included; see :mod:`torchgmm.mstep`).
     active : list of int
         Restarts still running.
     just_repaired : list of int
@@ -61,7 +59,7 @@ class EMState:
     iteration : int
         Iterations completed (0: initialised).
     rows : int or None
-        Rows per chunk, once memory ran out with more (None: as :func:`run_em` is asked).
+        Rows per chunk, once memory ran out with more (None: as the config asks).
     """
 
     params: MixtureParameters
@@ -80,15 +78,25 @@ class EMState:
     def start(
         cls,
         params: MixtureParameters,
-        covariance: CovarianceType,
-        reg_covar: float,
-        ok: Tensor | None = None,
+        repairs: RepairState,
+        ok: Sequence[bool] | None = None,
         lower_bound: float = -math.inf,
-        repairs: RepairState | None = None,
     ) -> EMState:
-        """The state before the first iteration (see :func:`run_em` for the arguments)."""
-        R, K = params.means.shape[:2]
-        failed = [False] * R if ok is None else [not bool(v) for v in ok.tolist()]
+        """The state before the first iteration.
+
+        Parameters
+        ----------
+        params : MixtureParameters
+            Initial parameters of ``R`` restarts, in the data's coordinates and compute dtype.
+        repairs : RepairState
+            Per-covariance ``reg_covar`` and the initialisation's repairs.
+        ok : sequence of bool, optional
+            False for restarts whose initialisation already failed.
+        lower_bound : float
+            The bound the first change is measured from (a warm start's last bound).
+        """
+        R = params.means.shape[0]
+        failed = [False] * R if ok is None else [not bool(v) for v in ok]
         return cls(
             params=params,
             lower_bound=[-math.inf if f else lower_bound for f in failed],
@@ -96,7 +104,7 @@ class EMState:
             n_iter=[0] * R,
             converged=[False] * R,
             failed=failed,
-            repairs=repairs or RepairState.start(R, K, covariance, reg_covar, params.weights.device),
+            repairs=repairs,
             active=[r for r in range(R) if not failed[r]],
         )
 
@@ -107,208 +115,187 @@ class EMState:
             return None
         return max(candidates, key=lambda r: (self.lower_bound[r], -r))
 
-    def to_plain(self) -> dict[str, Any]:
-        """Plain tensors (on the CPU) and values, for a checkpoint that ``torch.load(weights_only=True)`` reads."""
-        plain: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        plain["params"] = {f.name: getattr(self.params, f.name).detach().cpu() for f in fields(self.params)}
-        plain["repairs"] = {
-            "reg_covar": self.repairs.reg_covar.cpu(),
-            "reseeds": self.repairs.reseeds.cpu(),
-            "events": [[list(event) for event in events] for events in self.repairs.events],
-        }
-        return plain
-
-    @classmethod
-    def from_plain(cls, plain: dict[str, Any], device: torch.device, dtype: torch.dtype) -> EMState:
-        """The inverse of :meth:`to_plain`, with the tensors on ``device`` (parameters in ``dtype``)."""
-        params = MixtureParameters(**{name: t.to(device, dtype) for name, t in plain["params"].items()})
-        events = [[Repair(*event) for event in events] for events in plain["repairs"]["events"]]
-        repairs = RepairState(plain["repairs"]["reg_covar"].to(device), plain["repairs"]["reseeds"].to(device), events)
-        values = {name: plain[name] for name in plain if name not in ("params", "repairs")}
-        return cls(params=params, repairs=repairs, **values)
+    def best_live_bound(self) -> float:
+        """The highest lower bound of the restarts that did not fail (``-inf`` if none)."""
+        live = [b for b, f in zip(self.lower_bound, self.failed, strict=True) if not f]
+        return max(live) if live else -math.inf
 
 
-def run_em(
-    data: DataSource,
-    params: MixtureParameters,
-    covariance: CovarianceType,
-    *,
-    tol: float,
-    reg_covar: float,
-    max_iter: int,
-    ok: Tensor | None = None,
-    lower_bound: float = -math.inf,
-    rows: int | None = None,
-    verbose: int = 0,
-    verbose_interval: int = 10,
-    callback: Callable[[int, int, float], None] | None = None,
-    repairs: RepairState | None = None,
-    resume: EMState | None = None,
-    checkpoint: Callable[[EMState], None] | None = None,
-    checkpoint_interval: int = 10,
-) -> EMState:
-    """Run EM on ``R`` restarts at once until each converges, fails or hits ``max_iter``.
+@dataclass(frozen=True)
+class EMConfig:
+    """What the EM loop needs besides the data and its state.
 
-    Parameters
+    Attributes
     ----------
-    data : DataSource
-        Centred data source (see :class:`~torchgmm.data.DataSource`).
-    params : MixtureParameters
-        Initial parameters of ``R`` restarts, in the data's coordinates and dtype.
     covariance : CovarianceType
     tol : float
-        A restart has converged when its lower bound (mean log-likelihood per
-        row) changes by less than ``tol`` in one iteration.
-    reg_covar : float
-        Added to the covariance diagonals in every M-step.
+        A restart has converged when its lower bound (mean log-likelihood per row) changes by less than ``tol``
+        in one iteration.
     max_iter : int
         Most iterations per restart (0 keeps the initial parameters).
-    ok : Tensor of shape (R,), bool, optional
-        Restarts whose initialisation already failed.
-    lower_bound : float
-        Lower bound the first change is measured from (a warm start's last bound).
     rows : int, optional
-        Rows per chunk; chosen from the shapes when None. A pass that runs out
-        of memory is run again with half as many (see :mod:`torchgmm.memory`).
-    verbose, verbose_interval : int
-        Print progress every ``verbose_interval`` iterations when ``verbose > 0``.
-    callback : callable, optional
-        Called after every iteration as ``callback(iteration, n_running,
-        best_lower_bound)``, with values already on the host.
-    repairs : RepairState, optional
-        Per-covariance ``reg_covar`` and repairs so far (from the
-        initialisation); a fresh one at ``reg_covar`` when None. Updated in place.
-    resume : EMState, optional
-        A state given to ``checkpoint`` earlier: the loop goes on from it, and
-        ``params``, ``ok``, ``lower_bound`` and ``repairs`` are not used.
-    checkpoint : callable, optional
-        Called with the state after every ``checkpoint_interval`` iterations, and,
-        if the loop stops with an exception (an interrupt, running out of memory),
-        with the state of the last completed iteration before it propagates.
+        Rows per chunk; chosen from the shapes when None. A pass that runs out of memory is run again with half
+        as many (see :func:`torchgmm.passes.retry_with_fewer_rows`).
     """
-    state = resume or EMState.start(params, covariance, reg_covar, ok, lower_bound, repairs)
-    try:
-        _loop(
-            data,
-            state,
-            covariance,
-            tol,
-            max_iter,
-            rows,
-            verbose,
-            verbose_interval,
-            callback,
-            checkpoint,
-            checkpoint_interval,
+
+    covariance: CovarianceType
+    tol: float
+    max_iter: int
+    rows: int | None = None
+
+
+class Observer:
+    """What happens around the iterations; every hook does nothing unless overridden.
+
+    ``started`` before the first iteration, ``iteration`` after each one (with the largest change of a bound),
+    ``stopped`` when the loop ends (``error`` is the exception it stops with, or None).
+    """
+
+    def started(self, state: EMState, data: ScannedData) -> None:
+        """Before the first iteration of this call."""
+
+    def iteration(self, state: EMState, largest_change: float) -> None:
+        """After every iteration, with the state updated."""
+
+    def stopped(self, state: EMState, error: BaseException | None) -> None:
+        """When the loop ends, with the state of the last completed iteration."""
+
+
+class Observers(Observer):
+    """Several observers, called in order."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.observers = list(observers)
+
+    def started(self, state, data):
+        for o in self.observers:
+            o.started(state, data)
+
+    def iteration(self, state, largest_change):
+        for o in self.observers:
+            o.iteration(state, largest_change)
+
+    def stopped(self, state, error):
+        for o in self.observers:
+            o.stopped(state, error)
+
+
+class Callback(Observer):
+    """Calls ``fn(iteration, n_running, best_lower_bound)`` after every iteration, with values on the host."""
+
+    def __init__(self, fn: Callable[[int, int, float], None]) -> None:
+        self.fn = fn
+
+    def iteration(self, state, largest_change):
+        self.fn(state.iteration, len(state.active), state.best_live_bound())
+
+
+class Progress(Observer):
+    """Prints progress (``verbose > 1``: with timings) every ``interval`` iterations, and a summary at the end."""
+
+    def __init__(self, verbose: int, interval: int) -> None:
+        self.verbose, self.interval = verbose, interval
+        self.start = time.perf_counter()
+
+    def started(self, state, data):
+        self.start = time.perf_counter()
+        params = state.params
+        R = params.means.shape[0]
+        resumed = f", resumed after iteration {state.iteration}" if state.iteration else ""
+        device, dtype = params.weights.device, params.weights.dtype
+        print(f"EM on {len(state.active)} of {R} restarts, {data.n_samples} rows, device {device}, {dtype}{resumed}")
+
+    def iteration(self, state, largest_change):
+        if state.iteration % self.interval == 0:
+            print(
+                f"  Iteration {state.iteration}\t running {len(state.active)}\t best lower bound "
+                f"{state.best_live_bound():.6f}\t largest change {largest_change:.3e}"
+                + (f"\t time {time.perf_counter() - self.start:.3f}s" if self.verbose > 1 else "")
+            )
+
+    def stopped(self, state, error):
+        if error is not None:
+            return
+        R = len(state.failed)
+        converged, failed = sum(state.converged), sum(state.failed)
+        print(
+            f"EM done: {converged} converged, {failed} failed, {repaired_restarts(state.repairs.events)} repaired, "
+            f"{R - converged - failed} stopped at max_iter, time {time.perf_counter() - self.start:.3f}s"
         )
-    except BaseException:
-        if checkpoint is not None:
-            try:
-                checkpoint(state)
-            except Exception as exc:  # the original error matters more
-                warnings.warn(f"Could not write the checkpoint: {exc}", RuntimeWarning, stacklevel=2)
+
+
+def run_em(data: ScannedData, state: EMState, config: EMConfig, observer: Observer | None = None) -> EMState:
+    """Run EM on the restarts of ``state`` until each converges, fails or reaches ``config.max_iter``.
+
+    ``state`` (from :meth:`EMState.start`, or one an observer was given: the loop goes on from it) is updated
+    between iterations and returned. If the loop stops with an exception (an interrupt, running out of
+    memory), the observers see the state of the last completed iteration before it propagates.
+    """
+    observer = observer or Observer()
+    observer.started(state, data)
+    try:
+        for iteration in range(state.iteration + 1, config.max_iter + 1):
+            if not state.active:
+                break
+            largest_change = _iterate(data, state, config, iteration)
+            observer.iteration(state, largest_change)
+    except BaseException as exc:
+        observer.stopped(state, exc)
         raise
+    observer.stopped(state, None)
     return state
 
 
-def _loop(
-    data: DataSource,
-    state: EMState,
-    covariance: CovarianceType,
-    tol: float,
-    max_iter: int,
-    rows: int | None,
-    verbose: int,
-    verbose_interval: int,
-    callback: Callable[[int, int, float], None] | None,
-    checkpoint: Callable[[EMState], None] | None,
-    checkpoint_interval: int,
-) -> None:
-    """Iterate ``state`` in place; it is only ever updated between iterations, so it is always consistent."""
+def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int) -> float:
+    """One iteration of every active restart; updates ``state`` at its end and returns the largest change."""
+    covariance, tol, rows = config.covariance, config.tol, config.rows
     R, K, D = state.params.means.shape
-    n_samples = data.n_samples
-    device = state.params.weights.device
-    dtype = state.params.weights.dtype
-    bound, failed, converged = state.lower_bound, state.failed, state.converged
-    start_time = time.perf_counter()
-    if verbose:
-        resumed = f", resumed after iteration {state.iteration}" if state.iteration else ""
-        print(f"EM on {len(state.active)} of {R} restarts, {n_samples} rows, device {device}, {dtype}{resumed}")
+    device, dtype = state.params.weights.device, state.params.weights.dtype
+    active = state.active
+    index = torch.tensor(active, device=device)
+    current = state.params if len(active) == R else state.params.select(index)
+    # the rows asked for, or fewer once memory ran out with them
+    cap = rows if state.rows is None else state.rows if rows is None else min(rows, state.rows)
+    planned = chunk_rows(data.n_samples, kernel_for(covariance).elements_per_row(len(active), K, D), device, cap)
+    stats, used = retry_with_fewer_rows(
+        lambda n: e_step(data, current, covariance, n), planned, "the E-step", device, 7
+    )
+    # The bound is the mean log-likelihood of the parameters before this M-step.
+    new_bound = stats.log_likelihood / data.n_samples
+    # Repairs write into a copy of the state's, committed with the rest at the end of the iteration.
+    repairs = state.repairs.copy()
+    step = maximise(stats, current.means, covariance, repairs, index, dtype, iteration, fetch=new_bound)
+    host_bound = step.fetched
+    host_ok = [ok and math.isfinite(b) for ok, b in zip(step.ok, host_bound, strict=True)]
+    just_repaired = [r for j, r in enumerate(active) if step.repaired[j]]
 
-    for iteration in range(state.iteration + 1, max_iter + 1):
-        active = state.active
-        if not active:
-            break
-        index = torch.tensor(active, device=device)
-        current = state.params if len(active) == R else state.params.select(index)
-        # the rows asked for, or fewer once memory ran out with them
-        cap = rows if state.rows is None else state.rows if rows is None else min(rows, state.rows)
-        planned = chunk_rows(n_samples, covariance.elements_per_row(len(active), K, D), device, cap)
-        stats, used = retry_with_fewer_rows(
-            lambda n, current=current: e_step(data, current, covariance, n), planned, "the E-step", device, 6
-        )
-        reg = state.repairs.reg_covar.index_select(0, index)
-        new, new_ok = m_step(stats, current.means, covariance, reg, dtype)
-        # The bound is the mean log-likelihood of the parameters before this M-step.
-        new_bound = stats.log_likelihood / n_samples
-        host_bound, host_ok = torch.stack([new_bound, new_ok.all(-1).to(new_bound.dtype)]).tolist()
-        # Repairs write into a copy of the state's, committed with the rest at the end of the iteration.
-        repairs, just_repaired = state.repairs, []
-        if not all(host_ok):
-            repairs = state.repairs.copy()
-            new, fixed = repair(stats, current.means, covariance, new, new_ok, repairs, index, dtype, iteration)
-            host_ok = fixed.tolist()
-            just_repaired = [r for r in active if len(repairs.events[r]) > len(state.repairs.events[r])]
-        host_ok = [ok and math.isfinite(b) for ok, b in zip(host_ok, host_bound, strict=True)]
-
-        params = state.params
-        good = [j for j, flag in enumerate(host_ok) if flag]
-        if good:
-            keep = torch.tensor(good, device=device)
-            params = params.replace(index.index_select(0, keep), new.select(keep))
-        bound, failed, converged = list(bound), list(failed), list(converged)
-        history, n_iter = list(state.lower_bounds), list(state.n_iter)
-        still_active = []
-        largest_change = 0.0
-        for j, r in enumerate(active):
-            if not host_ok[j]:
-                failed[r] = True
-                bound[r] = -math.inf
-                continue
-            change = host_bound[j] - bound[r]
-            bound[r] = host_bound[j]
-            history[r] = [*history[r], host_bound[j]]
-            n_iter[r] = iteration
-            largest_change = max(largest_change, abs(change))
-            # a change measured across a repair says nothing about convergence
-            if abs(change) < tol and r not in state.just_repaired and r not in just_repaired:
-                converged[r] = True
-            else:
-                still_active.append(r)
-        state.params, state.repairs, state.active, state.just_repaired = params, repairs, still_active, just_repaired
-        state.lower_bound, state.failed, state.converged = bound, failed, converged
-        state.lower_bounds, state.n_iter, state.iteration = history, n_iter, iteration
-        if used < planned:
-            state.rows = used
-
-        if callback is not None:
-            live = [bound[r] for r in range(R) if not failed[r]]
-            callback(iteration, len(state.active), max(live) if live else -math.inf)
-        if verbose and iteration % verbose_interval == 0:
-            live = [bound[r] for r in range(R) if not failed[r]]
-            best = max(live) if live else -math.inf
-            print(
-                f"  Iteration {iteration}\t running {len(state.active)}\t best lower bound {best:.6f}"
-                f"\t largest change {largest_change:.3e}"
-                + (f"\t time {time.perf_counter() - start_time:.3f}s" if verbose > 1 else "")
-            )
-        if checkpoint is not None and iteration % checkpoint_interval == 0 and state.active:
-            checkpoint(state)
-
-    if verbose:
-        n_repaired = sum(1 for events in state.repairs.events if events)
-        print(
-            f"EM done: {sum(converged)} converged, {sum(failed)} failed, {n_repaired} repaired, "
-            f"{R - sum(converged) - sum(failed)} stopped at max_iter, "
-            f"time {time.perf_counter() - start_time:.3f}s"
-        )
+    params = state.params
+    good = [j for j, flag in enumerate(host_ok) if flag]
+    if good:
+        keep = torch.tensor(good, device=device)
+        params = params.replace(index.index_select(0, keep), step.params.select(keep))
+    bound, failed, converged = list(state.lower_bound), list(state.failed), list(state.converged)
+    history, n_iter = list(state.lower_bounds), list(state.n_iter)
+    still_active = []
+    largest_change = 0.0
+    for j, r in enumerate(active):
+        if not host_ok[j]:
+            failed[r] = True
+            bound[r] = -math.inf
+            continue
+        change = host_bound[j] - bound[r]
+        bound[r] = host_bound[j]
+        history[r] = [*history[r], host_bound[j]]
+        n_iter[r] = iteration
+        largest_change = max(largest_change, abs(change))
+        # a change measured across a repair says nothing about convergence
+        if abs(change) < tol and r not in state.just_repaired and r not in just_repaired:
+            converged[r] = True
+        else:
+            still_active.append(r)
+    state.params, state.repairs, state.active, state.just_repaired = params, repairs, still_active, just_repaired
+    state.lower_bound, state.failed, state.converged = bound, failed, converged
+    state.lower_bounds, state.n_iter, state.iteration = history, n_iter, iteration
+    if used < planned:
+        state.rows = used
+    return largest_change

@@ -1,4 +1,10 @@
-"""Repair of degenerate components, per restart and per component.
+"""The M-step with its repairs: statistics in, parameters of every restart out, degenerate components fixed.
+
+Owns the one M-step entry of the engine (:func:`maximise`), which the EM loop, the initialisation and online
+EM all call: it solves the M-step (:func:`torchgmm.em.solve_m_step`), finds the covariances that failed, and
+repairs them within their restart, so that callers see only whether each restart is usable. Also owns what
+repairs leave behind (:class:`RepairState`) and their record (:class:`Repair`). Must not: read data, decide
+convergence, or touch restarts other than the one being repaired.
 
 An M-step can produce a covariance that does not factorise: a component on
 one point or on duplicated rows, a constant feature, collinear features, or a
@@ -38,7 +44,17 @@ from torch import Tensor
 from torchgmm.covariance import CovarianceType
 from torchgmm.em import MIN_RELATIVE_VARIANCE, MixtureParameters, Statistics, solve_m_step
 
-__all__ = ["Repair", "RepairState", "repair", "MAX_RESEEDS", "MAX_ATTEMPTS", "EMPTY_MASS"]
+__all__ = [
+    "Repair",
+    "RepairState",
+    "MStep",
+    "maximise",
+    "describe",
+    "repaired_restarts",
+    "MAX_RESEEDS",
+    "MAX_ATTEMPTS",
+    "EMPTY_MASS",
+]
 
 MAX_RESEEDS = 2
 MAX_ATTEMPTS = 30
@@ -108,46 +124,91 @@ class RepairState:
         return RepairState(self.reg_covar.clone(), self.reseeds.clone(), [list(e) for e in self.events])
 
 
-def repair(
+@dataclass
+class MStep:
+    """What :func:`maximise` gives back.
+
+    Attributes
+    ----------
+    params : MixtureParameters
+        New parameters of the ``R'`` restarts, in the compute dtype (finite placeholders where a restart failed).
+    ok : list of bool
+        Per restart: False where its statistics were not finite or a covariance could not be repaired.
+    repaired : list of bool
+        Per restart: whether this M-step repaired one of its components.
+    fetched : list of float
+        ``fetch`` on the host (empty without it), brought by the same synchronisation.
+    """
+
+    params: MixtureParameters
+    ok: list[bool]
+    repaired: list[bool]
+    fetched: list[float]
+
+
+def maximise(
     stats: Statistics,
     centre: Tensor,
     covariance: CovarianceType,
-    params: MixtureParameters,
-    ok: Tensor,
     state: RepairState,
     restarts: Tensor,
     dtype: torch.dtype,
     iteration: int,
-    empty_mass: float = EMPTY_MASS,
-) -> tuple[MixtureParameters, Tensor]:
-    """Repair the failed components of an M-step.
+    *,
+    repair: bool = True,
+    empty_mass: float | Tensor = EMPTY_MASS,
+    fetch: Tensor | None = None,
+) -> MStep:
+    """The M-step of ``R'`` restarts from their statistics, with every failed component repaired.
 
     Parameters
     ----------
     stats : Statistics
-        The statistics of the M-step, ``R'`` restarts, about ``centre [R', K, D]``.
+        Of the ``R'`` restarts, about ``centre [R', K, D]``.
     covariance : CovarianceType
-    params, ok
-        What :func:`~torchgmm.em.m_step` made of them (``ok [R', K]``).
     state : RepairState
-        Of all ``R`` restarts; updated in place.
+        Of all ``R`` restarts: each covariance's ``reg_covar`` is taken from it, and repairs update it in place.
     restarts : Tensor of shape (R',), int64
         Which of the ``R`` restarts the statistics belong to.
     dtype : torch.dtype
         The compute dtype.
     iteration : int
-    empty_mass : float
+        Recorded in the repairs (0: the initialisation).
+    repair : bool
+        False: report failed restarts without repairing (initial covariances the caller replaces).
+    empty_mass : float or Tensor
         Components with less mass (``stats.nk``) are empty.
-
-    Returns
-    -------
-    params : MixtureParameters
-        Repaired, in ``dtype``.
-    ok : Tensor of shape (R',), bool
-        False for restarts that could not be repaired.
+    fetch : Tensor of shape (R',), optional
+        Values the caller needs on the host (the lower bounds), brought by the M-step's one synchronisation.
     """
     reg = state.reg_covar.index_select(0, restarts)
     new, ok = solve_m_step(stats, centre, covariance, reg, dtype)
+    everything_ok = ok.all(-1)
+    host = torch.stack([everything_ok.to(torch.float64)] + ([fetch.to(torch.float64)] if fetch is not None else []))
+    host = host.tolist()
+    fetched = host[1] if fetch is not None else []
+    if all(host[0]) or not repair:
+        R = len(host[0])
+        return MStep(new.map(lambda t: t.to(dtype)), [bool(v) for v in host[0]], [False] * R, fetched)
+    before = [len(state.events[r]) for r in restarts.tolist()]
+    params, ok_restart = _repair(stats, covariance, new, ok, reg, state, restarts, dtype, iteration, empty_mass)
+    after = [len(state.events[r]) for r in restarts.tolist()]
+    return MStep(params, ok_restart.tolist(), [b != a for b, a in zip(before, after, strict=True)], fetched)
+
+
+def _repair(
+    stats: Statistics,
+    covariance: CovarianceType,
+    new: MixtureParameters,
+    ok: Tensor,
+    reg: Tensor,
+    state: RepairState,
+    restarts: Tensor,
+    dtype: torch.dtype,
+    iteration: int,
+    empty_mass: float | Tensor,
+) -> tuple[MixtureParameters, Tensor]:
+    """Repair the failed covariances (``ok [R', K]`` False) of the float64 M-step ``new``; ``(params, ok [R'])``."""
     finite = torch.isfinite(stats.log_likelihood)
     for t in stats[1:]:
         finite &= torch.isfinite(t).flatten(1).all(-1)
@@ -170,7 +231,7 @@ def repair(
         raised |= todo
         covariances = covariance.covariances(nk, shift, stats.s2, reg)
         factors, fixed = covariance.factorise(covariances, dtype)
-        new = _merge(covariance, new, todo, covariances, factors)
+        new = _merge(new, todo, covariances, factors)
         todo = todo & ~fixed
         ok = ok | fixed & raised
 
@@ -207,14 +268,11 @@ def _first_step(covariance: CovarianceType, params: MixtureParameters, dtype: to
     return torch.maximum(math.sqrt(torch.finfo(dtype).eps) * own, 10.0 * MIN_RELATIVE_VARIANCE * moment)
 
 
-def _merge(
-    covariance: CovarianceType, params: MixtureParameters, where: Tensor, covariances: Tensor, factors: Tensor
-) -> MixtureParameters:
+def _merge(params: MixtureParameters, where: Tensor, covariances: Tensor, factors: Tensor) -> MixtureParameters:
     """``params`` with the covariances (and factors) at ``where [R', K]`` taken from the given ones."""
 
     def pick(new: Tensor, old: Tensor) -> Tensor:
-        mask = where if covariance.per_component else where.squeeze(-1)
-        return torch.where(mask.view(*mask.shape, *([1] * (old.dim() - mask.dim()))), new, old)
+        return torch.where(where.view(*where.shape, *([1] * (old.dim() - where.dim()))), new, old)
 
     return MixtureParameters(
         params.weights,

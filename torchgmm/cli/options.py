@@ -1,0 +1,242 @@
+"""Options of the commands: the argument parser, ``--config`` YAML files, and turning options into an estimator.
+
+Owns: every command's options and their help, the defaults of ``fit`` and ``select`` (also the keys a config
+file may hold), merging defaults, config file and command line (in that order), checking option values the
+parser cannot (device, numbers, ``-k`` ranges) and building the :class:`~torchgmm.GaussianMixture` they describe.
+The choices offered (covariance types, initialisations, dtypes, matmul precisions) are the library's own lists.
+PyYAML, an optional extra, is imported only when a config file is read. Must not: read data, fit, write or print.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from torchgmm._math import MATMUL_PRECISIONS
+from torchgmm._validation import _FLOAT_DTYPES
+from torchgmm._version import __version__
+from torchgmm.cli.errors import UsageError
+from torchgmm.cli.readers import DATA_SUFFIXES
+from torchgmm.covariance import COVARIANCE_TYPES
+from torchgmm.estimator import GaussianMixture
+from torchgmm.init import INIT_METHODS
+
+__all__ = ["CRITERIA", "FIT_DEFAULTS", "SELECT_DEFAULTS", "build_parser", "estimator", "merge_options", "parse_range"]
+
+DTYPES = [name for name in _FLOAT_DTYPES if isinstance(name, str)]
+CRITERIA = ("bic", "aic")
+
+# Options of fit and select, with their defaults: also the keys a --config file may hold.
+FIT_DEFAULTS: dict[str, Any] = {
+    "n_components": None,  # 3 on the shipped iris data, else 2
+    "covariance_type": "full",
+    "n_init": 4,
+    "max_iter": 100,
+    "tol": 1e-3,
+    "reg_covar": 1e-6,
+    "init_params": "kmeans",
+    "seed": 0,
+    "device": "auto",
+    "dtype": None,
+    "batch_size": None,
+    "matmul_precision": None,
+    "checkpoint": None,
+    "checkpoint_interval": 10,
+}
+SELECT_DEFAULTS: dict[str, Any] = {
+    **FIT_DEFAULTS,
+    "n_components": "1-8",
+    "covariance_types": "full,diag",
+    "criterion": "bic",
+}
+for _name in ("covariance_type", "checkpoint", "checkpoint_interval"):  # one fit's options
+    del SELECT_DEFAULTS[_name]
+
+# ------------------------------------------------------------------------------------ merging
+
+
+def _read_config(path: str, valid: dict[str, Any]) -> dict[str, Any]:
+    try:
+        import yaml  # an optional extra: imported only when --config is given
+    except ImportError:
+        raise UsageError("--config needs PyYAML: pip install pyyaml") from None
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror or exc}.") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise UsageError(f"config {path} must be a mapping of option: value, got a {type(config).__name__}.")
+    allowed = set(valid) | {"data"}
+    for key in config:
+        if key not in allowed:
+            raise UsageError(f"unknown key {key!r} in config {path}; valid keys: {', '.join(sorted(allowed))}.")
+    if "data" in config and not isinstance(config["data"], str):
+        raise UsageError(f"config {path}: data must be a file name, got {config['data']!r}.")
+    return config
+
+
+def merge_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then the config file, then options given on the command line (``args.data`` from the config)."""
+    options = dict(defaults)
+    if args.config:
+        config = _read_config(args.config, defaults)
+        if args.data is None and "data" in config:
+            args.data = config["data"]
+        options.update({k: v for k, v in config.items() if k != "data"})
+    options.update({k: v for k, v in vars(args).items() if k in defaults and v is not None})
+    return options
+
+
+# ------------------------------------------------------------------------------------ values
+
+
+def device(name: str | None) -> str | None:
+    """The device to fit on: None (the estimator's default) or a name torch accepts; ``auto`` prefers CUDA."""
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else None
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"invalid device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+    return name
+
+
+def _number(options: dict[str, Any], name: str) -> float:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"{name} must be a number, got {value!r}.")
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {value!r}.") from None
+
+
+def parse_range(text: Any) -> list[int]:
+    """The component counts of ``select -k``: ``3``, ``1-8``, ``2,4,8`` or a list, sorted and without repeats."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return [text]
+    if isinstance(text, list):
+        values = text
+    else:
+        values = []
+        for part in str(text).split(","):
+            if "-" in part:
+                low, _, high = part.partition("-")
+                if not (low.strip().isdigit() and high.strip().isdigit()):
+                    raise UsageError(f"invalid range {part!r} for -k: use e.g. 1-8 or 2,4,8.")
+                values.extend(range(int(low), int(high) + 1))
+            elif part.strip().isdigit():
+                values.append(int(part))
+            else:
+                raise UsageError(f"invalid value {part!r} for -k: use e.g. 1-8 or 2,4,8.")
+    if not values or any(not isinstance(v, int) or v < 1 for v in values):
+        raise UsageError(f"-k needs positive component counts, got {text!r}.")
+    return sorted(set(values))
+
+
+def estimator(options: dict[str, Any], n_components: int, covariance_type: str) -> GaussianMixture:
+    """The (unfitted) estimator the merged ``options`` describe."""
+    return GaussianMixture(
+        n_components,
+        covariance_type=covariance_type,
+        n_init=options["n_init"],
+        max_iter=options["max_iter"],
+        tol=_number(options, "tol"),
+        reg_covar=_number(options, "reg_covar"),
+        init_params=options["init_params"],
+        random_state=options["seed"],
+        device=device(options["device"]),
+        dtype=options["dtype"],
+        batch_size=options["batch_size"],
+        matmul_precision=options["matmul_precision"],
+        checkpoint_path=options.get("checkpoint"),
+        checkpoint_interval=options.get("checkpoint_interval", 10),
+    )
+
+
+# ------------------------------------------------------------------------------------ parser
+
+
+def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
+    parser.add_argument(
+        "data", nargs="?", help=f"data file ({', '.join(DATA_SUFFIXES)}); default: the shipped iris data"
+    )
+    parser.add_argument("--config", help="YAML file of options (keys as the long options, with _); flags override it")
+    if select:
+        parser.add_argument("-k", "--n-components", help="component counts to try, e.g. 1-8 or 2,4,8 (default 1-8)")
+        parser.add_argument("--covariance-types", help="comma-separated types to try (default full,diag)")
+        parser.add_argument("--criterion", choices=list(CRITERIA), help="choose by BIC or AIC (default bic)")
+    else:
+        parser.add_argument("-k", "--n-components", type=int, help="components (default 3 on iris, else 2)")
+        parser.add_argument("--covariance-type", choices=list(COVARIANCE_TYPES), help="(default full)")
+    parser.add_argument("--n-init", type=int, help="restarts, all run at once (default 4)")
+    parser.add_argument("--max-iter", type=int, help="most EM iterations (default 100)")
+    parser.add_argument("--tol", type=float, help="convergence threshold on the lower bound (default 1e-3)")
+    parser.add_argument("--reg-covar", type=float, help="added to covariance diagonals (default 1e-6)")
+    parser.add_argument("--init-params", choices=list(INIT_METHODS), help="(default kmeans)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
+    parser.add_argument("--dtype", choices=DTYPES, help="(default: the data's)")
+    parser.add_argument("--batch-size", type=int, help="rows per chunk (default: chosen from the shapes)")
+    parser.add_argument(
+        "--matmul-precision", choices=list(MATMUL_PRECISIONS), help="float32 products; high = TF32 on CUDA"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``torchgmm``; ``args.command`` names the command to run."""
+    parser = argparse.ArgumentParser(
+        prog="torchgmm",
+        description="Fit Gaussian mixture models with PyTorch, on CPU or CUDA.",
+        epilog="Run 'torchgmm COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"torchgmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fit a mixture, print a summary, write a model file")
+    _fit_options(fit)
+    fit.add_argument(
+        "-o", "--model", default="torchgmm-model.pt", help="model file to write (default torchgmm-model.pt)"
+    )
+    fit.add_argument(
+        "--checkpoint",
+        help="save the EM state to this file as it runs and on Ctrl-C; if it exists, resume from it "
+        "(deleted once the fit finishes)",
+    )
+    fit.add_argument("--checkpoint-interval", type=int, help="EM iterations between checkpoints (default 10)")
+    fit.add_argument("--labels", help="also write each row's component (.npy, .csv or .tsv)")
+    fit.add_argument("--responsibilities", help="also write each row's responsibilities (.npy, .csv or .tsv)")
+
+    predict = sub.add_parser("predict", help="components (or responsibilities) of new rows under a saved model")
+    predict.add_argument("model", help="model file written by 'torchgmm fit'")
+    predict.add_argument("data", help=f"data file ({', '.join(DATA_SUFFIXES)})")
+    predict.add_argument("-o", "--output", help="write to this .npy/.csv/.tsv file instead of stdout")
+    predict.add_argument("--proba", action="store_true", help="responsibilities instead of labels")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: where it was fitted)")
+    predict.add_argument("-q", "--quiet", action="store_true")
+
+    score = sub.add_parser("score", help="log-likelihood, BIC and AIC of new rows under a saved model")
+    score.add_argument("model", help="model file written by 'torchgmm fit'")
+    score.add_argument("data", help=f"data file ({', '.join(DATA_SUFFIXES)})")
+    score.add_argument("--per-sample", help="also write each row's log-likelihood (.npy, .csv or .tsv)")
+    score.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: where it was fitted)")
+
+    select = sub.add_parser("select", help="fit a range of K and covariance types, compare BIC/AIC")
+    _fit_options(select, select=True)
+    select.add_argument("-o", "--model", help="write the best model to this file")
+
+    plot = sub.add_parser("plot", help="draw a saved model on 2-D data (or two principal components) to a PNG")
+    plot.add_argument("model", help="model file written by 'torchgmm fit'")
+    plot.add_argument("data", nargs="?", help="data file (default: the shipped iris data)")
+    plot.add_argument("-o", "--output", default="torchgmm-plot.png", help="PNG to write (default torchgmm-plot.png)")
+    plot.add_argument("--dpi", type=int, default=100, help="(default 100)")
+    plot.add_argument("-q", "--quiet", action="store_true")
+    return parser

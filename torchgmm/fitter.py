@@ -1,0 +1,375 @@
+"""Fitting: from scanned data and checked settings to a :class:`~torchgmm.model.FittedMixture`.
+
+Owns what a fit does between its input checks and its result: the seed every rank uses, the checkpoint to
+resume or write, the initial parameters of every restart (from ``init_params``, given ``*_init`` values or a
+warm start), the EM loop with its observers (progress, the user's callback, checkpoints), the choice of the
+kept restart, the warnings about dropped restarts, repairs and convergence, and the stepwise-EM update of
+``partial_fit``. Must not: validate user input or convert outputs (:mod:`torchgmm.estimator` does, before and
+after), nor read files other than its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from torchgmm import distributed
+from torchgmm.checkpoint import Checkpoint, CheckpointWriter, describe_seed, restore
+from torchgmm.covariance import CovarianceType
+from torchgmm.data import ScannedData
+from torchgmm.em import MixtureParameters
+from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning
+from torchgmm.init import initialize
+from torchgmm.kernels import kernel_for
+from torchgmm.model import FittedMixture, mixture_parameters
+from torchgmm.mstep import RepairState, describe, repaired_restarts
+from torchgmm.online import online_em_step, step_size
+from torchgmm.passes import chunk_rows, retry_with_fewer_rows
+from torchgmm.trainer import Callback, EMConfig, EMState, Observer, Observers, Progress, run_em
+
+__all__ = [
+    "FitConfig",
+    "WarmStart",
+    "Fit",
+    "fit_mixture",
+    "online_update",
+    "initial_parameters",
+    "ill_defined",
+    "seeded",
+]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The checked settings of a fit (the estimator's parameters that decide it)."""
+
+    n_components: int
+    covariance: CovarianceType
+    tol: float
+    reg_covar: float
+    max_iter: int
+    n_init: int
+    init_params: str
+    random_state: object
+    warm_start: bool
+    batch_size: int | None
+    verbose: int
+    verbose_interval: int
+    checkpoint_path: str | os.PathLike | None
+    checkpoint_interval: int
+    learning_decay: float
+    learning_offset: float
+
+
+class WarmStart(NamedTuple):
+    """A previous fit's parameters (scikit-learn's shapes) and last lower bound, to start from."""
+
+    weights: object
+    means: object
+    covariances: object
+    precisions_cholesky: object
+    lower_bound: float
+
+
+class Fit(NamedTuple):
+    """A fit's result, and the data as it was used (centred on a resumed checkpoint's mean, if any)."""
+
+    model: FittedMixture
+    data: ScannedData
+
+
+def float32_advice(dtype: torch.dtype) -> str:
+    """The sentence errors about non-finite statistics end with for float32 data."""
+    if dtype == torch.float32:
+        return " The numerical accuracy can also be improved by passing float64 data instead of float32."
+    return ""
+
+
+def ill_defined(dtype: torch.dtype) -> ValueError:
+    """The error of a fit whose every restart failed."""
+    return ValueError(
+        "Fitting the mixture model failed: every restart produced non-finite statistics or a covariance "
+        "that cannot be represented or factorised even after raising its reg_covar (for instance data so "
+        "large that their squares overflow). Scale the input data." + float32_advice(dtype)
+    )
+
+
+def seeded(generator: torch.Generator) -> torch.Generator:
+    """``generator``, reseeded under ``torch.distributed`` with rank 0's seed, so every rank draws alike."""
+    if distributed.is_distributed():
+        generator.manual_seed(distributed.broadcast_int(generator.initial_seed()))
+    return generator
+
+
+def fit_mixture(
+    data: ScannedData,
+    config: FitConfig,
+    inits: dict[str, Tensor],
+    generator: torch.Generator,
+    warm: WarmStart | None = None,
+    callback: Callable[[int, int, float], None] | None = None,
+    stacklevel: int = 1,
+) -> Fit:
+    """Fit ``config.n_init`` restarts (one when warm-starting) at once and keep the best.
+
+    Parameters
+    ----------
+    data : ScannedData
+    config : FitConfig
+    inits : dict of str to Tensor
+        Checked ``weights_init``, ``means_init``, ``precisions_init`` (float64, CPU), those given.
+    generator : torch.Generator
+        Seeded from ``random_state``; under ``torch.distributed`` rank 0's seed replaces it.
+    warm : WarmStart, optional
+    callback : callable, optional
+        ``callback(iteration, n_running, best_lower_bound)`` after every iteration.
+    stacklevel : int
+        Warnings point this many frames above the caller (1: the caller's line).
+
+    Raises
+    ------
+    ValueError
+        If every restart failed, or the checkpoint belongs to another fit or is damaged.
+    """
+    covariance, device, dtype = config.covariance, data.device, data.dtype
+    generator = seeded(generator)
+    # the checkpoint describes the fit by rank 0's random_state, the seed every rank used
+    seed = distributed.broadcast(describe_seed(config.random_state))
+    with distributed.together():
+        checkpoint = _checkpoint(data, config, inits, warm is not None, seed)
+        resumed = checkpoint.load() if checkpoint is not None else None
+    distributed.check_same(resumed_from_checkpoint=resumed is not None)
+    if resumed is not None:
+        content, shift = resumed
+        data = data.with_shift(shift)  # the state's parameters are centred on the saved mean
+        shape = (1 if warm is not None else config.n_init, config.n_components, data.n_features)
+        with distributed.together():
+            state = restore(checkpoint, content, device, dtype, shape)
+        if config.verbose:
+            print(f"Resuming from {checkpoint.path} after iteration {state.iteration}")
+    elif warm is not None:
+        params, _ = mixture_parameters(*warm[:4], covariance, device, dtype, data.shift)
+        repairs = RepairState.start(1, config.n_components, covariance, config.reg_covar, device)
+        state = EMState.start(params, repairs, lower_bound=float(warm.lower_bound))
+    else:
+        repairs = RepairState.start(config.n_init, config.n_components, covariance, config.reg_covar, device)
+        params, ok = initial_parameters(data, config, inits, generator, repairs, stacklevel + 1)
+        state = EMState.start(params, repairs, ok)
+    observers: list[Observer] = []
+    if callback is not None:
+        observers.append(Callback(callback))
+    if config.verbose:
+        observers.append(Progress(config.verbose, config.verbose_interval))
+    saving = checkpoint is not None and distributed.rank() == 0
+    if saving:
+        writer = CheckpointWriter(checkpoint, config.checkpoint_interval)
+        observers.append(writer)
+        if resumed is None:
+            writer.save(state)  # the initialisation is not redone on resume
+    state = run_em(
+        data, state, EMConfig(covariance, config.tol, config.max_iter, config.batch_size), Observers(observers)
+    )
+    best = state.best()
+    if best is None:
+        if saving:
+            checkpoint.remove()  # the failure is deterministic: resuming would fail again
+        raise ill_defined(dtype)
+    _warn(state, best, config, stacklevel + 1)
+    model = _model(state, best, covariance, data.shift)
+    if saving:
+        checkpoint.remove()
+    return Fit(model, data)
+
+
+def _checkpoint(
+    data: ScannedData, config: FitConfig, inits: dict[str, Tensor], warm: bool, seed: int | None
+) -> Checkpoint | None:
+    """The :class:`~torchgmm.checkpoint.Checkpoint` of this fit, described by all that decides its result."""
+    if config.checkpoint_path is None:
+        return None
+    fit = {
+        "n_components": config.n_components,
+        "covariance_type": config.covariance.name,
+        "tol": config.tol,
+        "reg_covar": config.reg_covar,
+        "n_init": config.n_init,
+        "init_params": config.init_params,
+        "warm_start": warm,
+        "random_state": seed,
+    }
+    fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
+    return Checkpoint(config.checkpoint_path, fit, data.shift)
+
+
+def initial_parameters(
+    data: ScannedData,
+    config: FitConfig,
+    inits: dict[str, Tensor],
+    generator: torch.Generator,
+    repairs: RepairState,
+    stacklevel: int = 1,
+    n_restarts: int | None = None,
+) -> tuple[MixtureParameters, list[bool] | None]:
+    """Initial parameters of ``R`` restarts from ``init_params``, each given ``*_init`` replacing its part.
+
+    Out of memory, the initialisation starts over in smaller chunks, with the same draws and no repairs. The
+    repairs of the one that worked are written into ``repairs``. Returns ``(params, ok)``; ``ok`` is None when
+    every part was given.
+    """
+    covariance, device, dtype = config.covariance, data.device, data.dtype
+    R, K = n_restarts or config.n_init, config.n_components
+    ok = None
+    if len(inits) < 3:
+        seed_state = generator.get_state()
+        pristine = repairs.copy()
+        # halving starts from the E-step's chunks; the first try leaves each pass its own (or batch_size)
+        elements = kernel_for(covariance).elements_per_row(R, K, data.n_features)
+        planned = chunk_rows(data.n_samples, elements, device, config.batch_size)
+
+        def run(rows: int) -> tuple[tuple[MixtureParameters, list[bool]], RepairState]:
+            generator.set_state(seed_state)
+            state = pristine.copy()
+            chunks = config.batch_size if rows == planned else rows
+            covariances_used = "precisions_init" not in inits
+            out = initialize(config.init_params, data, K, R, covariance, generator, state, chunks, covariances_used)
+            return out, state
+
+        ((params, ok), state), _ = retry_with_fewer_rows(run, planned, "the initialisation", device, stacklevel + 1)
+        repairs.reg_covar, repairs.reseeds, repairs.events = state.reg_covar, state.reseeds, state.events
+        if "precisions_init" in inits:
+            ok = [True] * R
+
+    def batch(t: Tensor) -> Tensor:
+        return t.to(device, dtype).unsqueeze(0).expand(R, *t.shape).contiguous()
+
+    weights = inits.get("weights_init")
+    means = inits.get("means_init")
+    precisions = inits.get("precisions_init")
+    weights = batch(weights) if weights is not None else params.weights
+    means = batch(means - data.shift.to("cpu", torch.float64)) if means is not None else params.means
+    if precisions is not None:
+        P = covariance.from_sklearn(covariance.precisions_cholesky_from_precisions(precisions))
+        cov = covariance.covariances_from_precisions_cholesky(P)
+        P, cov = batch(P), batch(cov)
+    else:
+        P, cov = params.precisions_cholesky, params.covariances
+    return MixtureParameters(weights, means, cov, P), ok
+
+
+def _model(state: EMState, best: int, covariance: CovarianceType, shift: Tensor) -> FittedMixture:
+    """The fitted mixture of restart ``best`` (scikit-learn's shapes, means back in data coordinates)."""
+    kept = state.params.select(torch.tensor([best], device=state.params.weights.device)).map(lambda t: t.squeeze(0))
+    events = state.repairs.events
+    return FittedMixture(
+        covariance_type=covariance.name,
+        weights=kept.weights,
+        means=(kept.means.to(torch.float64) + shift).to(kept.means.dtype),
+        covariances=covariance.to_sklearn(kept.covariances),
+        precisions=covariance.precisions(covariance.to_sklearn(kept.precisions_cholesky)),
+        precisions_cholesky=covariance.to_sklearn(kept.precisions_cholesky),
+        converged=bool(state.converged[best]),
+        n_iter=int(state.n_iter[best]),
+        lower_bound=float(state.lower_bound[best]),
+        lower_bounds=list(state.lower_bounds[best]),
+        init_lower_bounds=[float(b) for b in state.lower_bound],
+        init_converged=[bool(c) for c in state.converged],
+        init_lower_bounds_history=[list(h) for h in state.lower_bounds],
+        repairs=list(events[best]),
+        init_repairs=[list(restart) for restart in events],
+    )
+
+
+def _warn(state: EMState, best: int, config: FitConfig, stacklevel: int) -> None:
+    """Dropped restarts, repairs and non-convergence, each as one warning pointing at the user's call."""
+    if any(state.failed):
+        failed = [r for r, f in enumerate(state.failed) if f]
+        warnings.warn(
+            f"{len(failed)} of {len(state.failed)} restarts were dropped because their statistics were "
+            f"not finite or a covariance could not be repaired (restarts {failed}); the best of the others "
+            "is kept. Scale the input data to keep them.",
+            FailedRestartWarning,
+            stacklevel=stacklevel + 1,
+        )
+    events = state.repairs.events
+    if repaired_restarts(events):
+        warnings.warn(
+            f"Degenerate components were repaired in {repaired_restarts(events)} of "
+            f"{len(events)} restarts ({len(events[best])} repairs in the kept one): "
+            f"{describe(events)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
+            "components or float64 data avoid them.",
+            DegenerateComponentWarning,
+            stacklevel=stacklevel + 1,
+        )
+    if not state.converged[best] and config.max_iter > 0:
+        warnings.warn(
+            "Best performing initialization did not converge. Try different init parameters, "
+            "or increase max_iter, tol, or check for degenerate data.",
+            ConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def online_update(
+    data: ScannedData,
+    config: FitConfig,
+    previous: FittedMixture | None,
+    inits: dict[str, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    stacklevel: int = 1,
+) -> FittedMixture:
+    """One stepwise-EM update from the batch ``data``; the first (``previous`` None) initialises from it.
+
+    Raises
+    ------
+    ValueError
+        If the initialisation or the update fails (every restart of it: there is one).
+    """
+    covariance, device, dtype, shift = config.covariance, data.device, data.dtype, data.shift
+    if previous is not None:
+        params, _ = previous.parameters(device, dtype, shift)
+        step, history, earlier = previous.n_iter, list(previous.lower_bounds), list(previous.repairs)
+    else:
+        init_repairs = RepairState.start(1, config.n_components, covariance, config.reg_covar, device)
+        params, ok = initial_parameters(
+            data, config, inits or {}, seeded(generator), init_repairs, stacklevel + 1, n_restarts=1
+        )
+        if ok is not None and not all(ok):
+            raise ill_defined(dtype)
+        step, history, earlier = 0, [], init_repairs.events[0]
+    eta = step_size(step, config.learning_decay, config.learning_offset)
+    new, ok, log_likelihood, repairs = online_em_step(
+        data, params, covariance, config.reg_covar, eta, config.batch_size, step=step
+    )
+    if not all(ok):
+        raise ValueError(
+            "The online EM update gave non-finite statistics or a covariance that could not be repaired; "
+            "the model is unchanged. Scale the input data." + float32_advice(dtype)
+        )
+    new_repairs = ([] if previous is not None else earlier) + repairs[0]
+    if new_repairs:
+        warnings.warn(
+            f"Degenerate components were repaired in this update: {describe([new_repairs])}. "
+            "A larger reg_covar, fewer components or float64 data avoid them.",
+            DegenerateComponentWarning,
+            stacklevel=stacklevel + 1,
+        )
+    state = EMState.start(new, RepairState.start(1, config.n_components, covariance, config.reg_covar, device))
+    bounds = history + [float(log_likelihood[0])]
+    model = _model(state, 0, covariance, shift)
+    return model.replace(
+        converged=False,
+        n_iter=step + 1,
+        lower_bound=bounds[-1],
+        lower_bounds=bounds,
+        init_lower_bounds=[bounds[-1]],
+        init_converged=[False],
+        init_lower_bounds_history=[list(bounds)],
+        repairs=earlier + repairs[0],
+        init_repairs=[earlier + repairs[0]],
+    )

@@ -23,12 +23,21 @@ from typing import Any
 import torch
 
 from torchgmm._version import __version__
+from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
 from torchgmm.mstep import Repair, RepairState
 from torchgmm.persistence import plain, read_plain, reason, write_plain
 from torchgmm.trainer import EMState, Observer
 
-__all__ = ["Checkpoint", "CheckpointWriter", "describe_seed", "state_to_plain", "state_from_plain", "restore"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointWriter",
+    "fit_checkpoint",
+    "describe_seed",
+    "state_to_plain",
+    "state_from_plain",
+    "restore",
+]
 
 CHECKPOINT_FORMAT = "torchgmm-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: tied covariances keep a component axis of one
@@ -39,6 +48,25 @@ def describe_seed(random_state: Any) -> int | None:
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return int(random_state)
     return None
+
+
+def fit_checkpoint(
+    path: str | os.PathLike,
+    settings: dict[str, Any],
+    data: ScannedData,
+    inits: dict[str, torch.Tensor],
+    warm: bool,
+    seed: int | None,
+) -> Checkpoint:
+    """The checkpoint file of a fit, described by all that decides its result.
+
+    ``settings`` are the estimator's (``n_components``, ``covariance_type``, ``tol``, ``reg_covar``,
+    ``n_init``, ``init_params``); ``inits`` the given ``*_init`` values; ``warm`` whether it warm-starts;
+    ``seed`` rank 0's :func:`describe_seed`. The data's shape and mean come from ``data``.
+    """
+    fit = {**settings, "warm_start": warm, "random_state": seed}
+    fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
+    return Checkpoint(path, fit, data.shift)
 
 
 def state_to_plain(state: EMState) -> dict[str, Any]:

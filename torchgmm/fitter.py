@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
-from torchgmm.checkpoint import Checkpoint, CheckpointWriter, describe_seed, restore
+from torchgmm.checkpoint import Checkpoint, CheckpointWriter, describe_seed, fit_checkpoint, restore
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
@@ -190,21 +190,18 @@ def fit_mixture(
 def _checkpoint(
     data: ScannedData, config: FitConfig, inits: dict[str, Tensor], warm: bool, seed: int | None
 ) -> Checkpoint | None:
-    """The :class:`~torchgmm.checkpoint.Checkpoint` of this fit, described by all that decides its result."""
+    """The checkpoint of this fit, or None without a ``checkpoint_path``."""
     if config.checkpoint_path is None:
         return None
-    fit = {
+    settings = {
         "n_components": config.n_components,
         "covariance_type": config.covariance.name,
         "tol": config.tol,
         "reg_covar": config.reg_covar,
         "n_init": config.n_init,
         "init_params": config.init_params,
-        "warm_start": warm,
-        "random_state": seed,
     }
-    fit.update(dtype=str(data.dtype), n_samples=data.n_samples, n_features=data.n_features, **inits)
-    return Checkpoint(config.checkpoint_path, fit, data.shift)
+    return fit_checkpoint(config.checkpoint_path, settings, data, inits, warm, seed)
 
 
 def initial_parameters(

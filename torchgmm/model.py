@@ -21,6 +21,7 @@ from torchgmm.covariance import CovarianceType, get_covariance_type
 from torchgmm.em import MixtureParameters
 from torchgmm.module import GaussianMixtureModule
 from torchgmm.mstep import Repair
+from torchgmm.persistence import plain
 
 __all__ = ["FITTED_ATTRIBUTES", "FittedMixture", "mixture_parameters", "to_module"]
 
@@ -42,7 +43,6 @@ FITTED_ATTRIBUTES = (
     "init_repairs_",
     "n_features_in_",
 )
-_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ class FittedMixture:
 
     # ------------------------------------------------------------------------------------- attributes
     def attributes(self, like: Any) -> dict[str, Any]:
-        """Every fitted attribute's value, arrays in the kind of ``like`` (NumPy, or tensors on its device)."""
-        return {
+        """Every fitted attribute's value (:data:`FITTED_ATTRIBUTES`, in order), arrays in the kind of ``like``
+        (NumPy, or tensors on its device)."""
+        values = {
             "weights_": output_like(self.weights, like),
             "means_": output_like(self.means, like),
             "covariances_": output_like(self.covariances, like),
@@ -119,6 +120,7 @@ class FittedMixture:
             "init_repairs_": [list(restart) for restart in self.init_repairs],
             "n_features_in_": self.n_features,
         }
+        return {name: values[name] for name in FITTED_ATTRIBUTES}
 
     @classmethod
     def from_attributes(cls, owner: Any, covariance_type: str) -> FittedMixture:
@@ -147,17 +149,9 @@ class FittedMixture:
 
     # -------------------------------------------------------------------------------------- model files
     def to_plain(self) -> dict[str, Any]:
-        """The fitted attributes as plain values (a model file's ``fitted`` entry)."""
+        """The fitted attributes as plain values (a model file's ``fitted`` entry): arrays as CPU tensors."""
         values = self.attributes(np.empty(0))
-        content: dict[str, Any] = {name: torch.from_numpy(np.ascontiguousarray(values[name])) for name in _ARRAYS}
-        for name in ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
-            content[name] = values[name]
-        content["init_lower_bounds_history_"] = values["init_lower_bounds_history_"]
-        content["init_lower_bounds_"] = torch.from_numpy(values["init_lower_bounds_"])
-        content["init_converged_"] = torch.from_numpy(values["init_converged_"])
-        content["init_repairs_"] = [[list(r) for r in restart] for restart in self.init_repairs]
-        content["repairs_"] = [list(r) for r in self.repairs]
-        return content
+        return {name: plain(values[name]) for name in FITTED_ATTRIBUTES}
 
     @classmethod
     def from_plain(cls, content: dict[str, Any], covariance_type: str) -> FittedMixture:

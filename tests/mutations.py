@@ -46,7 +46,8 @@ class Mutation:
     name : str
         Short identifier (``--only NAME``).
     area : str
-        maths, passes, initialisation, repairs, trainer, distribution or online.
+        maths, passes, initialisation, repairs, trainer, distribution, online, or files (what users get back:
+        written files and outputs).
     path : str
         The source file, relative to the repository root.
     old, new : str
@@ -418,6 +419,38 @@ MUTATIONS: list[Mutation] = [
         "        state = EMState.start(params, repairs)",
         ("tests/test_api.py::test_warm_start_after_convergence_measures_change_from_previous_bound",),
         "a warm start measures its first change from -inf instead of the previous lower bound (scikit-learn's rule)",
+    ),
+    # ---------------------------------------------------------------------------------------------- files
+    Mutation(
+        "files-keep-mkstemp-mode",
+        "files",
+        "torchgmm/_files.py",
+        "        os.chmod(temporary, mode)  # mkstemp makes it 0600: readable by its owner only\n",
+        "",
+        ("tests/test_files.py",),
+        "written files keep mkstemp's mode 0600, so other users and services cannot read models or outputs",
+        quick=True,
+    ),
+    Mutation(
+        "inference-in-the-model-dtype",
+        "files",
+        "torchgmm/estimator.py",
+        "        return data, params, like, dtype if self.dtype is not None else input_dtype",
+        "        return data, params, like, model_dtype",
+        ("tests/test_api.py::test_inference_outputs_take_the_input_dtype",),
+        "predict_proba and score_samples return the model's dtype instead of following the input's",
+    ),
+    Mutation(
+        "model-file-kind-not-sniffed",
+        "files",
+        "torchgmm/persistence.py",
+        "    if head.startswith(_ZIP):\n        return None",
+        "    if True:\n        return None",
+        (
+            "tests/test_bad_inputs.py",
+            "tests/test_cli.py::test_a_data_file_or_pickle_given_as_the_model_says_what_it_is",
+        ),
+        "a CSV or pickle given as a model is passed to torch.load: a cryptic error and torch's own warnings",
     ),
     # ---------------------------------------------------------------------------------------------- online
     Mutation(

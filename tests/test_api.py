@@ -582,3 +582,29 @@ def test_matmul_precision_is_scoped_to_the_call(precision, covariance_type, seen
     assert torch.get_float32_matmul_precision() == "highest"
     assert {name for name, _ in seen} == {"e_step", "estimate_log_prob_resp"}
     assert {p for _, p in seen} == {seen_inside}
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_inference_outputs_take_the_input_dtype(X, as_tensor):
+    """A float32 model scoring float64 rows returns float64 (computed in float64), float32 rows float32."""
+    model = GaussianMixture(K, random_state=0).fit(X.astype(np.float32))
+    assert model.means_.dtype == np.float32
+
+    def rows(wide: bool):
+        return (
+            torch.as_tensor(X, dtype=torch.float64 if wide else torch.float32)
+            if as_tensor
+            else (X if wide else X.astype(np.float32))
+        )
+
+    for wide in (True, False):
+        expected = (torch.float64 if wide else torch.float32) if as_tensor else (np.float64 if wide else np.float32)
+        assert model.predict_proba(rows(wide)).dtype == expected
+        assert model.score_samples(rows(wide)).dtype == expected
+        assert model.predict(rows(wide)).dtype in (np.int64, torch.int64)
+    # the same model: float64 rows are scored as precisely as the float32 parameters allow
+    np.testing.assert_allclose(
+        np.asarray(model.score_samples(rows(True))), np.asarray(model.score_samples(rows(False))), rtol=1e-5, atol=1e-5
+    )
+    # an explicit dtype wins
+    assert GaussianMixture(K, random_state=0, dtype="float32").fit(X).score_samples(X).dtype == np.float32

@@ -16,6 +16,7 @@ import copy
 import io
 import math
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -390,6 +391,23 @@ def _fake_pyarrow(columns: dict[str, tuple[np.ndarray, str]]) -> dict[str, types
 
 def _parquet() -> Path:
     return _bytes("X.parquet", b"PAR1 stand-in")
+
+
+def _cli_checkpoint() -> Path:
+    """The checkpoint ``torchgmm fit X.npy -k 2 --checkpoint fit-cli.ckpt`` keeps when interrupted at iteration 2."""
+
+    def make() -> Path:
+        from torchgmm.cli.progress import Progress
+
+        def interrupt(self, iteration, running, best):
+            if iteration == 2:
+                raise KeyboardInterrupt
+
+        with mock.patch.object(Progress, "__call__", interrupt):
+            assert _cli("fit", _data(), "-k", "2", "--checkpoint", _path("fit-cli.ckpt"), *_out()).code == 130
+        return _path("fit-cli.ckpt")
+
+    return _once("cli_checkpoint", make)
 
 
 # ------------------------------------------------------------------------------------ the cases
@@ -776,9 +794,14 @@ CASES: dict[str, Callable[[], Any]] = {
     "save-no-folder": lambda: _fitted().save(_no_folder("model.pt")),
     "save-to-folder": lambda: _fitted().save(_path("")),
     "load-missing": lambda: GaussianMixture.load(_path("missing.pt")),
-    "load-unreadable": lambda: _each(
+    "load-other-file": lambda: _each(
         lambda: GaussianMixture.load(_bytes("garbage.pt", b"not a torch file")),
         lambda: GaussianMixture.load(_data()),
+        lambda: GaussianMixture.load(_text("data.csv", "a,b\n1,2\n3,4\n")),
+        lambda: GaussianMixture.load(_bytes("pickled.pkl", pickle.dumps({"weights": [0.5, 0.5]}))),
+        lambda: GaussianMixture.load(_bytes("empty.pt", b"")),
+    ),
+    "load-unreadable": lambda: _each(
         lambda: GaussianMixture.load(_bytes("truncated.pt", _model_file().read_bytes()[:100])),
         lambda: GaussianMixture.load(_torch_file("code.pt", {"format": "torchgmm-model", "x": _Code()})),
     ),
@@ -855,6 +878,18 @@ CASES: dict[str, Callable[[], Any]] = {
     ],
     "cli-data-ragged": lambda: _cli("fit", _text("ragged.csv", "1,2\n3,4,5\n"), *_out()),
     "cli-data-not-number": lambda: _cli("fit", _text("cell.csv", "a,b\n1,2\n3,4\n5,oops\n"), *_out()),
+    "cli-data-not-finite": lambda: [
+        _cli("fit", _text("nan.csv", "a,b\n1,2\n\n3,nan\n"), *_out()),
+        _cli("predict", _model_file(), _text("inf.csv", "1,2\n3,inf\n")),
+        _cli("score", _model_file(), _text("huge.txt", "# x y\n1 2\n1e999 3\n")),
+        _cli("select", _text("nan.tsv", "1\t2\nNaN\t3\n"), "-k", "1"),
+        _cli("plot", _model_file(), _text("ninf.csv", "1;2\n3;-inf\n"), *_out("plot.png")),
+    ],
+    "cli-data-separator": lambda: [
+        _cli("fit", _text("pipes.csv", "a|b\n1|2\n3|4\n"), *_out()),
+        _cli("predict", _model_file(), _text("mixed.csv", "1;2\n3,4\n")),
+        _cli("select", _text("colons.txt", "1:2\n3:4\n"), "-k", "1"),
+    ],
     "cli-data-unparsable": lambda: _cli("fit", _text("underscore.csv", "1_000,2\n3,4\n"), *_out()),
     "cli-data-unreadable": lambda: [
         _cli("fit", _bytes("garbage.npy", b"definitely not numpy"), *_out()),
@@ -869,6 +904,13 @@ CASES: dict[str, Callable[[], Any]] = {
     "cli-data-empty-array": lambda: [
         _cli("fit", _npy("no-rows.npy", np.empty((0, 3))), *_out()),
         _cli("fit", _torch_file("no-columns.pt", torch.empty(5, 0)), *_out()),
+    ],
+    "cli-array-not-finite": lambda: [
+        _cli("fit", _npy("nan.npy", _with_nan(X)), *_out()),
+        _cli("score", _model_file(), _torch_file("nan.pt", torch.tensor([[1.0, float("nan")]]))),
+        _cli("predict", _model_file(), _parquet(), modules=_fake_pyarrow({"x": (np.array([1.0, np.inf]), "double")})),
+        _cli("select", _npy("inf.npy", _with_nan(X, value=-np.inf)), "-k", "1"),
+        _cli("plot", _model_file(), _npy("nan.npy", _with_nan(X)), *_out("plot.png")),
     ],
     "cli-parquet-needs-pyarrow": lambda: _cli(
         "fit", _parquet(), *_out(), modules={"pyarrow": None, "pyarrow.parquet": None}
@@ -933,9 +975,11 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("score", _path("missing.pt"), _data()),
         _cli("plot", _path("missing.pt"), _data(), *_out("plot.png")),
     ],
-    "cli-model-unreadable": lambda: (
-        _every_model_command(_bytes("garbage.pt", b"garbage")) + [_cli("score", _data(), _data())]
+    "cli-model-other-file": lambda: (
+        _every_model_command(_text("data.csv", "a,b\n1,2\n3,4\n"))
+        + [_cli("score", _data(), _data()), _cli("predict", _bytes("pickled.pkl", pickle.dumps([1, 2])), _data())]
     ),
+    "cli-model-unreadable": lambda: _every_model_command(_bytes("truncated.pt", _model_file().read_bytes()[:100])),
     "cli-model-not-model": lambda: _every_model_command(_torch_file("tensor.pt", torch.ones(3, 2))),
     "cli-k-range": lambda: [_cli("select", _data(), "-k", "a-3"), _cli("select", _data(), "-k", "1-x")],
     "cli-k-value": lambda: [_cli("select", _data(), "-k", "x"), _cli("select", _data(), "-k", "2,four")],
@@ -959,18 +1003,31 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("fit", _data(), "-k", "0", *_out()),
         _cli("fit", _data(), "--max-iter", "-1", *_out()),
     ],
-    "cli-data-not-finite": lambda: [
-        _cli("fit", _npy("nan.npy", _with_nan(X)), *_out()),
-        _cli("predict", _model_file(), _text("inf.csv", "1,2\n3,inf\n")),
-        _cli("score", _model_file(), _torch_file("nan.pt", torch.tensor([[1.0, float("nan")]]))),
-    ],
     "cli-too-few-rows": lambda: _cli("fit", _data(), "-k", "100", *_out()),
     "cli-features-mismatch": lambda: [
         _cli("predict", _model_file(), _npy("X3.npy", X3)),
         _cli("score", _model_file(), _npy("X3.npy", X3)),
     ],
-    "cli-select-nothing-fitted": lambda: _cli("select", _data(), "-k", "1", "--n-init", "0"),
-    "cli-checkpoint-other-fit": lambda: _cli("fit", _data(), "-k", "3", "--checkpoint", _checkpoint(), *_out()),
+    "cli-select-nothing-fitted": lambda: [
+        _cli("select", _data(), "-k", "1", "--n-init", "0"),
+        _cli("select", _data(), "-k", "100"),
+    ],
+    "cli-checkpoint-other-fit": lambda: [
+        _cli("fit", _data(), "-k", "3", "--checkpoint", _checkpoint(), *_out()),
+        _cli("fit", _data(), "-k", "3", "--checkpoint", _cli_checkpoint(), *_out()),
+    ],
+    "cli-checkpoint-other-data": lambda: _cli(
+        "fit", _npy("X-moved.npy", X + 1), "-k", "2", "--checkpoint", _cli_checkpoint(), *_out()
+    ),
+    "cli-checkpoint-unreadable": lambda: [
+        _cli("fit", _data(), "--checkpoint", _bytes("garbage.ckpt", b"not a torch file"), *_out()),
+        _cli("fit", _data(), "--checkpoint", _torch_file("code.ckpt", {"x": _Code()}), *_out()),
+    ],
+    "cli-checkpoint-not-checkpoint": lambda: _cli(
+        "fit", _data(), "--checkpoint", _torch_file("tensor.ckpt", torch.ones(3)), *_out()
+    ),
+    "cli-checkpoint-folder": lambda: _cli("fit", _data(), "--checkpoint", _path(""), *_out()),
+    "cli-checkpoint-no-folder": lambda: _cli("fit", _data(), "--checkpoint", _no_folder("fit.ckpt"), *_out()),
 }
 
 

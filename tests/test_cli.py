@@ -36,7 +36,7 @@ def test_fit_on_shipped_iris_prints_what_was_found(tmp_path):
     out = run("fit", "--device", "cpu")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "torchgmm-model.pt").is_file()  # the default output, in the working directory
-    assert "iris" in out.stdout and "K=3" in out.stdout
+    assert "iris" in out.stdout and "model        K=3, covariance_type=full" in out.stdout  # the default K, the species
     assert re.search(r"converged\s+\d/4 restarts", out.stdout)
     ari = float(re.search(r"adjusted Rand index ([0-9.]+)", out.stdout).group(1))
     assert ari > 0.85  # a full-covariance mixture recovers the species well
@@ -110,6 +110,7 @@ def test_fit_writes_model_labels_and_responsibilities_that_reload(blobs, tmp_pat
     )
     assert float(re.search(r"BIC\s+(\S+)", scored.stdout).group(1)) == pytest.approx(gm.bic(X), abs=1e-3)
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), gm.score_samples(X))
+    assert scored.stdout.splitlines()[-1] == f"wrote {tmp_path / 's.npy'} ({len(X)} rows)"  # as predict -o says
 
 
 def test_every_data_format_gives_the_same_fit(blobs, tmp_path):
@@ -154,6 +155,7 @@ def test_shipped_configs_are_valid(name, blobs, tmp_path):
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml").read_text())
     assert set(config) <= set(FIT_DEFAULTS)
     if name == "default":
+        assert config == FIT_DEFAULTS  # "the defaults, written out": every key, every value
         folder, _ = blobs
         out = run(
             "fit", "--config", "configs/default.yaml", "-o", str(tmp_path / "m.pt"), cwd=Path(__file__).parent.parent
@@ -244,10 +246,9 @@ def test_ragged_csv(tmp_path):
 @pytest.mark.parametrize("content", ["", "\n\n", "a,b\n"])
 def test_empty_file(tmp_path, content):
     (tmp_path / "X.csv").write_text(content)
-    one_error_line(run("fit", str(tmp_path / "X.csv")), "X.csv")
-    assert (
-        "empty" in run("fit", str(tmp_path / "X.csv")).stderr or "no rows" in run("fit", str(tmp_path / "X.csv")).stderr
-    )
+    out = run("fit", str(tmp_path / "X.csv"))
+    one_error_line(out, "X.csv")
+    assert "empty" in out.stderr or "no rows" in out.stderr
 
 
 def test_unknown_config_key_is_named_with_the_valid_ones(tmp_path):
@@ -290,7 +291,7 @@ def test_degenerate_data_fit_with_a_one_line_warning(tmp_path):
 def test_model_file_that_is_not_a_model(blobs, tmp_path):
     folder, _ = blobs
     (tmp_path / "m.pt").write_bytes(b"garbage")
-    one_error_line(run("predict", str(tmp_path / "m.pt"), str(folder / "X.npy")), "not a readable torchgmm model file")
+    one_error_line(run("predict", str(tmp_path / "m.pt"), str(folder / "X.npy")), "is not a", "torchgmm model file")
     one_error_line(run("score", str(tmp_path / "nope.pt"), str(folder / "X.npy")), "cannot read model", "no such file")
 
 
@@ -351,3 +352,309 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gm.save(tmp_path / "m.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ what a new user meets (issue 14)
+
+
+def _model(tmp_path, d=2):
+    """A model file of two components on ``d`` columns, fitted in this process."""
+    from torchgmm import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-4, 1, (30, d)), rng.normal(4, 1, (30, d))])
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "m.pt")
+    return tmp_path / "m.pt", X
+
+
+def test_nan_in_a_text_file_is_named_by_its_line_and_column(tmp_path):
+    """Checked by the reader before the fit: the file's own line (header and blank lines counted), 1-based column."""
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n\n3,nan\n4,5\n")
+    out = run("fit", "data.csv", "-o", "m.pt")
+    one_error_line(out, "data.csv, line 4, column 2: 'nan' is not a finite number; remove or impute it.")
+    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "m.pt").exists()
+
+
+def test_not_finite_values_of_every_file_type(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from torchgmm import cli
+
+    model, X = _model(tmp_path)
+    files = {
+        "inf.txt": ("1 2\n# a comment\n3   -inf\n", "inf.txt, line 3, column 2: '-inf' is not a finite number"),
+        "big.tsv": ("a\tb\n1e999\t2\n", "big.tsv, line 2, column 1: '1e999' is not a finite number"),
+        "both.csv": ("1,2\n3,nan\n5,oops\n", "both.csv, line 2, column 2: 'nan' is not a finite number"),
+        "nan.npy": (np.array([[1.0, 2.0], [3.0, np.nan]]), "nan.npy, row 2, column 2: nan is not a finite number"),
+        "inf.pt": (torch.tensor([[1.0, 2.0], [float("inf"), 3.0]]), "inf.pt, row 2, column 1: inf is not a finite"),
+        "null.parquet": ({"a": [1.0, 2.0, 3.0], "b": [1.0, None, 3.0]}, "null.parquet, row 2, column 2: nan is not"),
+    }
+    for name, (content, message) in files.items():
+        if name.endswith(".npy"):
+            np.save(tmp_path / name, content)
+        elif name.endswith(".pt"):
+            torch.save(content, tmp_path / name)
+        elif name.endswith(".parquet"):
+            pq.write_table(pa.table(content), tmp_path / name)
+        else:
+            (tmp_path / name).write_text(content)
+        for argv in (["predict", str(model), name], ["score", str(model), name]):
+            assert cli.main(argv) == 2
+            out = capsys.readouterr()
+            assert out.out == "" and out.err.startswith(f"torchgmm: {message}"), out.err
+            assert out.err.strip().endswith("remove or impute it.") and len(out.err.splitlines()) == 1
+
+
+def test_memory_mapped_files_are_scanned_for_nan_in_blocks(tmp_path, monkeypatch):
+    from torchgmm.cli import readers
+
+    X = np.arange(2000.0).reshape(500, 4)
+    X[377, 3] = -np.inf
+    np.save(tmp_path / "X.npy", X)
+    blocks, real = [], np.isfinite
+
+    def isfinite(values, *args, **kwargs):
+        blocks.append(np.shape(values))
+        return real(values, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "BLOCK_VALUES", 400)
+    monkeypatch.setattr(readers.np, "isfinite", isfinite)
+    with pytest.raises(readers.UsageError, match=r"X.npy, row 378, column 4: -inf is not a finite number"):
+        readers.read_data(str(tmp_path / "X.npy"))
+    assert blocks == [(100, 4)] * 4  # rows 1-400 in blocks of 400 values, the fourth holding row 378
+
+
+def test_a_semicolon_csv_with_the_default_k(tmp_path):
+    """The separator is found from the first lines; without -k, K is the documented default and the summary says so."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-4, 1, (60, 2)), rng.normal(4, 1, (40, 2))])
+    np.savetxt(tmp_path / "semi.csv", X, delimiter=";", header="a;b", comments="")
+    out = run("fit", "semi.csv", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert "semi.csv (100 rows x 2 columns)" in out.stdout
+    model = next(line for line in out.stdout.splitlines() if line.startswith("model"))
+    assert model.startswith(
+        "model        K=3 (default: pass -k, or compare K with 'torchgmm select semi.csv -k 1-10'), covariance_type="
+    ), model
+
+
+def test_k_given_is_not_called_a_default(tmp_path, capsys):
+    from torchgmm import cli
+
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(40, 2)))
+    (tmp_path / "k.yaml").write_text("n_components: 3\n")
+    for argv in (["-k", "3"], ["--config", "k.yaml"]):
+        assert cli.main(["fit", "X.npy", "--n-init", "1", *argv]) == 0
+        assert "model        K=3, covariance_type=full, 1 restarts" in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("tab.csv", "a\tb\n1\t2\n3\t4\n", [[1, 2], [3, 4]]),
+        ("comma.txt", "1, 2\n3, 4\n", [[1, 2], [3, 4]]),
+        ("spaces.txt", "a b\n1  2\n3 4\n", [[1, 2], [3, 4]]),
+        ("one-column.csv", "x\n1\n2\n", [[1], [2]]),
+        ("excel.csv", "\ufeffa;b\r\n1;2\r\n", [[1, 2]]),
+        ("semicolon-in-tsv.tsv", "1;2\n", "semicolon-in-tsv.tsv has a header but no rows."),
+        ("decimal-commas.csv", "a;b\n1,5;2\n", "decimal-commas.csv, line 2, column 1: '1,5' is not a number."),
+        ("ragged.csv", "1,2\n3,4,5\n", "ragged.csv, line 2: 3 columns where earlier lines have 2."),
+        ("single-bad.csv", "x\n1\nfoo\n", "single-bad.csv, line 3, column 1: 'foo' is not a number."),
+    ],
+)
+def test_separators(tmp_path, name, content, expected):
+    from torchgmm.cli import readers
+
+    (tmp_path / name).write_text(content, encoding="utf-8", newline="")
+    if isinstance(expected, str):
+        with pytest.raises(readers.UsageError) as error:
+            readers.read_data(name)
+        assert str(error.value) == expected
+    else:
+        np.testing.assert_array_equal(readers.read_data(name), expected)
+
+
+def test_a_separator_that_is_not_tried_is_named(tmp_path):
+    from torchgmm.cli import readers
+
+    for name, content in (("mixed.csv", "1;2\n3,4\n"), ("spaces.csv", "a b\n1 2\n")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(
+            readers.UsageError, match=f"^{name}: the separator looks wrong: none of comma, semicolon, tab"
+        ):
+            readers.read_data(name)
+    (tmp_path / "pipes.txt").write_text("a|b\n1|2\n3|4\n")
+    one_error_line(
+        run("fit", "pipes.txt"),
+        "torchgmm: pipes.txt: the separator looks wrong: none of comma, semicolon, tab, whitespace splits its first "
+        "lines into the same number of numeric columns; separate the columns with one of them.",
+    )
+
+
+def test_the_defaults_have_one_source(capsys):
+    """The help shows the defaults table (which configs/default.yaml writes out: test_shipped_configs_are_valid)."""
+    from torchgmm.cli.options import FIT_DEFAULTS, SELECT_DEFAULTS, build_parser
+
+    assert FIT_DEFAULTS["n_components"] == 3  # as on iris
+    for command, defaults, options in (
+        ("fit", FIT_DEFAULTS, ("--n-components", "--n-init", "--max-iter", "--tol", "--covariance-type")),
+        ("select", SELECT_DEFAULTS, ("--n-components", "--criterion", "--covariance-types")),
+    ):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for option in options:
+            value = defaults[option[2:].replace("-", "_")]
+            assert re.search(rf"{option} \S+ (?:(?! --).)*?\(default {re.escape(str(value))}\)", text), (
+                command,
+                option,
+            )
+
+
+def test_refused_input_prints_nothing_on_stdout(tmp_path, capsys):
+    """Every command checks everything and computes before it prints (score used to print 'rows' first)."""
+    from torchgmm import cli
+
+    model, X = _model(tmp_path)
+    np.save(tmp_path / "three.npy", np.ones((10, 3)))
+    out = run("score", str(model), "three.npy")
+    one_error_line(out, "X has 3 features, but GaussianMixture is expecting 2 features as input.")
+    assert out.returncode == 1 and out.stdout == ""
+    out = run("select", "three.npy", "-k", "1,2", "--n-init", "0")
+    one_error_line(out, "no model could be fitted; the first failure: K=1, full: 'n_init' must be >= 1, got 0.")
+    assert out.returncode == 1 and out.stdout == ""
+    for argv in (
+        ["predict", str(model), "three.npy"],
+        ["predict", str(model), "three.npy", "-o", "labels.npy"],
+        ["plot", str(model), "three.npy"],
+        ["select", "three.npy", "-k", "1", "--device", "gpu"],
+        ["fit", "three.npy", "-k", "20"],
+    ):
+        assert cli.main(argv) in (1, 2)
+        printed = capsys.readouterr()
+        assert printed.out == "" and len(printed.err.splitlines()) == 1, (argv, printed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "three.npy"]
+
+
+def test_quiet_score_and_select_print_nothing(tmp_path, capsys):
+    from torchgmm import cli
+
+    model, X = _model(tmp_path)
+    np.save(tmp_path / "X.npy", X)
+    assert cli.main(["score", str(model), "X.npy", "--per-sample", "ll.csv", "-q"]) == 0
+    assert cli.main(["select", "X.npy", "-k", "1-2", "--n-init", "1", "-o", "best.pt", "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "ll.csv").is_file() and (tmp_path / "best.pt").is_file()
+
+
+def test_a_warning_ends_the_progress_bar_line(monkeypatch):
+    """In process: the bar (forced on, as on a terminal), a warning through main's printer, the bar again."""
+    import io
+
+    from torchgmm import cli
+    from torchgmm.cli.progress import Progress
+
+    err = io.StringIO()
+    err.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = Progress(10, 2, quiet=False)
+    progress(1, 2, -1.5)
+    cli._show_warning(UserWarning("first"), UserWarning, "f.py", 1)
+    cli._show_warning(UserWarning("second"), UserWarning, "f.py", 1)
+    progress(2, 1, -1.25)
+    progress.close()
+    lines = err.getvalue().split("\n")
+    assert lines[0].startswith("\r[") and "iteration 1/10" in lines[0]
+    assert lines[1:3] == ["torchgmm: warning (UserWarning): first", "torchgmm: warning (UserWarning): second"]
+    assert lines[3].startswith("\r[") and "iteration 2/10" in lines[3] and lines[4:] == [""]
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_warnings_and_repairs_under_the_bar_on_a_terminal(tmp_path):
+    """stderr on a pseudo-terminal: the bar is drawn, each warning and each repair of -v has a line of its own."""
+    import pty
+
+    np.save(tmp_path / "ones.npy", np.ones((20, 2)))
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [*COMMAND, "fit", "ones.npy", "-k", "2", "--reg-covar", "0", "-v", "--max-iter", "5", "-o", "m.pt"],
+        stdout=subprocess.PIPE, stderr=slave, text=True,
+    )  # fmt: skip
+    os.close(slave)
+    received = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # (Linux: the other end closed)
+            break
+        if not data:
+            break
+        received += data
+    os.close(master)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, received
+    stderr = received.decode().replace("\r\n", "\n")
+    assert "\r[" in stderr and "iteration 1/5" in stderr  # the bar
+    lines = [line.rsplit("\r", 1)[-1] for line in stderr.split("\n")]  # what each line shows at the end
+    warning = next(i for i, line in enumerate(lines) if "DegenerateComponentWarning" in line)
+    assert lines[warning].startswith("torchgmm: warning (DegenerateComponentWarning): ")
+    assert "iteration" in lines[warning - 1] and "torchgmm" not in lines[warning - 1]  # the bar's line, ended
+    from torchgmm import GaussianMixture
+
+    repairs = [f"torchgmm: repair in the kept restart: {r}" for r in GaussianMixture.load(tmp_path / "m.pt").repairs_]
+    assert repairs and lines[warning + 1 : warning + 1 + len(repairs)] == repairs
+    assert all(line.startswith("torchgmm: ") for line in lines[warning:] if line), lines
+    assert "K=2" in stdout
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_option(tmp_path):
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(20, 2)))
+    (tmp_path / "fit.ckpt").write_bytes(b"not a checkpoint")
+    out = run("fit", "X.npy", "-k", "2", "--checkpoint", "fit.ckpt")
+    one_error_line(
+        out, "fit.ckpt is not a readable torchgmm checkpoint (", "); delete it or choose another --checkpoint file."
+    )
+    assert out.returncode == 1 and "checkpoint_path" not in out.stderr
+
+
+@pytest.mark.filterwarnings("ignore::torchgmm.ConvergenceWarning")
+def test_plot_ellipses_stay_visible_and_iterations_are_whole(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Ellipse
+
+    from torchgmm import GaussianMixture
+    from torchgmm.cli import plotting
+
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    gm = GaussianMixture(3, random_state=0, n_init=2, max_iter=4).fit(X)
+    fig = plotting.draw(gm, X, "X.npy")
+    try:
+        left, right = fig.axes[:2]
+        ticks = right.get_xticks()
+        assert len(ticks) > 1 and np.all(ticks == np.round(ticks)), ticks
+        ellipses = [p for p in left.patches if isinstance(p, Ellipse)]
+        assert len(ellipses) == 2 * 3  # 1σ and 2σ per component
+        for ellipse in ellipses:
+            assert ellipse.get_edgecolor() == to_rgba("black")
+            (outline,) = ellipse.get_path_effects()
+            assert to_rgba(outline._gc["foreground"]) == to_rgba("white")
+            assert outline._gc["linewidth"] > ellipse.get_linewidth()  # a rim on both sides of the line
+    finally:
+        plt.close(fig)
+
+
+def test_a_data_file_or_pickle_given_as_the_model_says_what_it_is(blobs, tmp_path):
+    """Data and model swapped, or a pickle: one line naming the file's kind, and no warning of torch's own."""
+    import pickle
+
+    folder, X = blobs
+    np.savetxt(tmp_path / "data.csv", X, delimiter=",")
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps({"means": X[:2].tolist()}))
+    out = run("predict", str(tmp_path / "data.csv"), str(folder / "X.npy"))
+    one_error_line(out, "data.csv is not a torchgmm model file: it looks like a text file of data", "fit -o")
+    out = run("score", str(tmp_path / "model.pkl"), str(folder / "X.npy"))
+    one_error_line(out, "model.pkl is not a torchgmm model file: it looks like a Python pickle")
+    assert out.stdout == ""

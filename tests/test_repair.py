@@ -57,7 +57,10 @@ def test_only_the_degenerate_component_is_regularised():
         means_init=[[0.0, 0.0], [40.0, 40.0]],
         precisions_init=identity_precisions("full", 2, 2),
     )
-    with pytest.warns(DegenerateComponentWarning, match=r"in 1 of 1 restarts .*restart 0: component 1 regularised"):
+    with pytest.warns(
+        DegenerateComponentWarning,
+        match=r"in 1 of 1 restarts \(\d+ in the kept one, the first: component 1 regularised",
+    ):
         gm.fit(X)
     assert gm.repairs_ and {(r.component, r.action) for r in gm.repairs_} == {(1, "regularised")}
     assert gm.init_repairs_ == [gm.repairs_]
@@ -199,7 +202,7 @@ def test_every_restart_reports_its_repairs():
     assert 0 < len(repaired) < 8  # P(a restart draws one row of each value) = 0.42
     message = str(next(w.message for w in record if w.category is DegenerateComponentWarning))
     assert message.startswith(f"Degenerate components were repaired in {len(repaired)} of 8 restarts")
-    assert all(f"restart {r}:" in message for r in repaired)
+    assert "\n" not in message and len(message) < 300  # one short line; the details are in init_repairs_
     assert np.isfinite(gm.init_lower_bounds_).all()
     # the kept restart is the best, and its report is its own
     best = int(np.argmax(gm.init_lower_bounds_))

@@ -120,7 +120,9 @@ class GaussianMixture:
     device : str or torch.device, default=None
         Where to compute; by default where the input lives (CPU for NumPy).
     dtype : {'float32', 'float64'} or torch dtype, default=None
-        Compute dtype; by default the input's float dtype, float32 for other input.
+        Compute dtype; by default the input's float dtype, float32 for other input. Without it, inference
+        (``predict_proba``, ``score_samples``...) computes in the wider of the model's and the input's float
+        dtypes and returns the input's: float64 rows give float64 outputs even from a float32 model.
     batch_size : int, default=None
         Rows per chunk in every pass over the data; device memory is
         ``O(batch_size * K * R * D)`` for full covariances, independent of the
@@ -622,23 +624,29 @@ class GaussianMixture:
         source, like, first = input_source(X, self.batch_size, n_features)
         return source, like, resolve_device(self.device, first), resolve_dtype(self.dtype, first)
 
-    def _checked(self, X: Any) -> tuple[ScannedData, MixtureParameters, Any]:
+    def _checked(self, X: Any) -> tuple[ScannedData, MixtureParameters, Any, torch.dtype]:
         """This process's rows of ``X`` scanned for inference (no collectives), the model's parameters centred
-        on them, and what outputs should look like."""
+        on them, what outputs should look like, and their dtype.
+
+        Without a ``dtype`` parameter, the computation runs in the wider of the model's and the input's float
+        dtypes and outputs take the input's (float64 rows give float64 densities, even from a float32 model).
+        """
         self._check_is_fitted()
-        source, like, device, _ = self._source(X, self.n_features_in_)
-        dtype = resolve_dtype(self.dtype, as_tensor(self.means_))  # the model's dtype unless one was asked for
+        source, like, device, input_dtype = self._source(X, self.n_features_in_)
+        model_dtype = as_tensor(self.means_).dtype
+        dtype = resolve_dtype(self.dtype) if self.dtype is not None else torch.promote_types(model_dtype, input_dtype)
         check_finite = not isinstance(source, TensorSource)
         data = scan(source, device=device, dtype=dtype, collective=False, check_finite=check_finite)
         covariance = get_covariance_type(self.covariance_type)
         arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
         params, _ = mixture_parameters(*arrays, covariance, device, dtype, data.shift)
-        return data, params, like
+        return data, params, like, dtype if self.dtype is not None else input_dtype
 
     def _map(self, X: Any, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int) -> tuple[Tensor, Any, int]:
-        data, params, like = self._checked(X)
+        data, params, like, out_dtype = self._checked(X)
         covariance = get_covariance_type(self.covariance_type)
-        return map_chunks(data, params, covariance, fn, self.batch_size, stacklevel + 1), like, data.local_samples
+        out = map_chunks(data, params, covariance, fn, self.batch_size, stacklevel + 1)
+        return (out.to(out_dtype) if out.is_floating_point() else out), like, data.local_samples
 
     @_entry_point
     def predict(self, X: Any) -> Any:

@@ -28,7 +28,7 @@ from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, 
 from torchgmm.init import initialize
 from torchgmm.kernels import kernel_for
 from torchgmm.model import FittedMixture, mixture_parameters
-from torchgmm.mstep import RepairState, describe, repaired_restarts
+from torchgmm.mstep import RepairState, repaired_restarts, summary
 from torchgmm.online import online_em_step, step_size
 from torchgmm.passes import chunk_rows, retry_with_fewer_rows
 from torchgmm.trainer import Callback, EMConfig, EMState, Observer, Observers, Progress, run_em
@@ -295,11 +295,10 @@ def _warn(state: EMState, best: int, config: FitConfig, stacklevel: int) -> None
         )
     events = state.repairs.events
     if repaired_restarts(events):
+        kept = f"{len(events[best])} in the kept one" + (f", the first: {events[best][0]}" if events[best] else "")
         warnings.warn(
-            f"Degenerate components were repaired in {repaired_restarts(events)} of "
-            f"{len(events)} restarts ({len(events[best])} repairs in the kept one): "
-            f"{describe(events)}. See repairs_ and init_repairs_; a larger reg_covar, fewer "
-            "components or float64 data avoid them.",
+            f"Degenerate components were repaired in {repaired_restarts(events)} of {len(events)} restarts "
+            f"({kept}); see repairs_. A larger reg_covar, fewer components or float64 data avoid them.",
             DegenerateComponentWarning,
             stacklevel=stacklevel + 1,
         )
@@ -351,7 +350,7 @@ def online_update(
     new_repairs = ([] if previous is not None else earlier) + repairs[0]
     if new_repairs:
         warnings.warn(
-            f"Degenerate components were repaired in this update: {describe([new_repairs])}. "
+            f"Degenerate components were repaired in this update ({summary(new_repairs)}); see repairs_. "
             "A larger reg_covar, fewer components or float64 data avoid them.",
             DegenerateComponentWarning,
             stacklevel=stacklevel + 1,

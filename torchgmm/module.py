@@ -31,7 +31,7 @@ from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import MixtureParameters
 from torchgmm.exceptions import DegenerateComponentWarning
-from torchgmm.mstep import describe
+from torchgmm.mstep import summary
 from torchgmm.online import check_step_sizes, online_em_step, step_size
 
 __all__ = ["GaussianMixtureModule"]
@@ -322,7 +322,8 @@ class GaussianMixtureModule(nn.Module):
             )
         if repairs[0]:
             warnings.warn(
-                f"Degenerate components were repaired in this step: {describe(repairs)}.",
+                f"Degenerate components were repaired in this step ({summary(repairs[0])}). "
+                "A larger reg_covar avoids them.",
                 DegenerateComponentWarning,
                 stacklevel=2,
             )

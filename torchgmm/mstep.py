@@ -49,7 +49,7 @@ __all__ = [
     "RepairState",
     "MStep",
     "maximise",
-    "describe",
+    "summary",
     "repaired_restarts",
     "MAX_RESEEDS",
     "MAX_ATTEMPTS",
@@ -334,15 +334,10 @@ def _apply_reseeds(
     return MixtureParameters(weights, means, covariances, factors), ok
 
 
-def describe(events: list[list[Repair]], limit: int = 4) -> str:
-    """A short account of the repairs of every restart, for warnings."""
-    parts = []
-    for r, repairs in enumerate(events):
-        if repairs:
-            shown = "; ".join(str(e) for e in repairs[:limit])
-            more = f"; and {len(repairs) - limit} more" if len(repairs) > limit else ""
-            parts.append(f"restart {r}: {shown}{more}")
-    return ". ".join(parts)
+def summary(repairs: list[Repair]) -> str:
+    """One restart's repairs in a few words: their number and the first (``'2 repairs, the first: ...'``)."""
+    count = f"{len(repairs)} repair" + ("s" if len(repairs) != 1 else "")
+    return f"{count}, the first: {repairs[0]}" if repairs else count
 
 
 def repaired_restarts(events: list[list[Repair]]) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,17 @@ import torch
 from torchgmm._files import write_atomic
 from torchgmm._version import __version__
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "save_model", "load_model", "plain", "write_plain", "read_plain"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFile",
+    "save_model",
+    "load_model",
+    "plain",
+    "write_plain",
+    "read_plain",
+    "kind_of_file",
+]
 
 FORMAT = "torchgmm-model"
 FORMAT_VERSION = 1
@@ -58,9 +69,47 @@ def read_plain(path: str | os.PathLike) -> Any:
     """What :func:`write_plain` wrote, read with ``torch.load(weights_only=True)`` on the CPU.
 
     Raises whatever ``torch.load`` raises (``FileNotFoundError``, pickle errors, ``weights_only`` refusals);
-    :func:`reason` turns them into one line.
+    :func:`reason` turns them into one line. torch's own warnings about what it reads (advice to file an issue
+    about an odd pickle, say) are not shown: the caller's error says what is wrong with the file.
     """
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# torch.save writes a zip archive; any other file cannot be a model or checkpoint. What a file starts with
+# tells what it is instead, for the error.
+_ZIP = b"PK\x03\x04"
+_KINDS = (
+    (b"\x93NUMPY", "a NumPy array (.npy)"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\x80", "a Python pickle"),
+)
+
+
+def kind_of_file(path: str | os.PathLike) -> str | None:
+    """What a file that is not a ``torch.save`` archive looks like (``'a text file'``...), or None if it is one.
+
+    Raises ``OSError`` if it cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(_ZIP):
+        return None
+    if not head:
+        return "an empty file"
+    for magic, kind in _KINDS:
+        if head.startswith(magic):
+            return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of another kind"
+    lines = [line for line in text.splitlines()[1:4] if line.strip()]
+    if lines and all(any(sep in line for sep in ",;\t ") and any(c.isdigit() for c in line) for line in lines):
+        return "a text file of data (CSV, TSV or similar)"
+    return "a text file"
 
 
 @dataclass(frozen=True)
@@ -119,10 +168,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
             raise ValueError(
                 f"Invalid value for 'map_location': {map_location!r}. Use None, 'cpu', 'cuda' or 'cuda:N'."
             ) from None
+    kind = kind_of_file(path)  # (raises FileNotFoundError for a missing file)
+    if kind is not None:
+        raise ValueError(
+            f"{path} is not a torchgmm model file: it looks like {kind}. A model file is what "
+            "GaussianMixture.save or 'torchgmm fit -o' writes."
+        )
     try:
         content = read_plain(path)
-    except FileNotFoundError:
-        raise
     except Exception as exc:  # pickle errors, weights_only refusals (code, not data), truncated files
         raise ValueError(f"{path} is not a readable torchgmm model file ({reason(exc)}).") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:

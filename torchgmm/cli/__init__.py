@@ -24,6 +24,7 @@ work, options or file formats; those live in the modules of this package:
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -32,13 +33,35 @@ from pathlib import Path
 from torchgmm.cli.commands import COMMANDS
 from torchgmm.cli.errors import UsageError
 from torchgmm.cli.options import build_parser
+from torchgmm.cli.progress import end_line
 
 __all__ = ["main"]
 
 
+# The library's words for its parameters, where the command line has an option of its own.
+_OPTION_WORDING = (
+    (re.compile(r"\bchoose another checkpoint_path\b"), "choose another --checkpoint file"),
+    (re.compile(r"^checkpoint_path "), "--checkpoint "),
+)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line on stderr, without the source line Python shows by default."""
+    """Warnings as one line on stderr, without the source line Python shows by default, below any progress bar."""
+    end_line()
     print(f"torchgmm: warning ({category.__name__}): {message}", file=sys.stderr)
+
+
+def _refusal(exc: Exception) -> str:
+    """The first line of the library's message, in the command line's words (``--checkpoint``)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for pattern, option in _OPTION_WORDING:
+        text = pattern.sub(option, text)
+    return text
+
+
+def _error(text: str) -> None:
+    end_line()
+    print(f"torchgmm: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,18 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"torchgmm: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except (ValueError, TypeError) as exc:
-        print(f"torchgmm: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        _error(_refusal(exc))
         return 1
     except OSError as exc:
-        print(f"torchgmm: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return 2
     except KeyboardInterrupt:
         checkpoint = getattr(args, "checkpoint", None) or ""
         saved = (
             f" The EM state is in {checkpoint}: run the same command to resume." if Path(checkpoint).is_file() else ""
         )
-        print(f"torchgmm: interrupted; no model file was written.{saved}", file=sys.stderr)
+        _error(f"interrupted; no model file was written.{saved}")
         return 130

@@ -1,18 +1,23 @@
 """The commands: ``fit``, ``predict``, ``score``, ``select`` and ``plot``, each ``(args) -> exit status``.
 
 Owns: what each command does in which order (checks of its outputs before any work, reading, fitting or
-loading, writing) and what it prints on stdout. Must not: parse the command line, map exceptions to exit
-statuses (:func:`torchgmm.cli.main` does), read file formats or draw (:mod:`~torchgmm.cli.readers`,
-:mod:`~torchgmm.cli.writers` and :mod:`~torchgmm.cli.plotting` do).
+loading, writing) and what it prints: nothing on stdout until every check and the computation are done (so a
+refused input prints only its error), then the summary; on stderr, the repairs that ``-v`` lists after a
+warning. Must not: parse the command line, map exceptions to exit statuses (:func:`torchgmm.cli.main` does),
+read file formats or draw (:mod:`~torchgmm.cli.readers`, :mod:`~torchgmm.cli.writers` and
+:mod:`~torchgmm.cli.plotting` do).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +26,80 @@ from torchgmm.cli import plotting
 from torchgmm.cli.errors import UsageError
 from torchgmm.cli.metrics import adjusted_rand_index
 from torchgmm.cli.options import CRITERIA, FIT_DEFAULTS, SELECT_DEFAULTS, device, estimator, merge_options, parse_range
-from torchgmm.cli.progress import Progress
+from torchgmm.cli.progress import Progress, end_line
 from torchgmm.cli.readers import load_data, read_data
 from torchgmm.cli.writers import check_output, write_array
 from torchgmm.covariance import COVARIANCE_TYPES
 from torchgmm.estimator import GaussianMixture
+from torchgmm.exceptions import DegenerateComponentWarning
 
 __all__ = ["COMMANDS", "fit", "plot", "predict", "score", "select"]
+
+
+def _numpy(values: Any) -> np.ndarray:
+    return values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+class _FitWarnings:
+    """The warnings of one fit, printed as they come by the command line's printer (installed by ``main``).
+
+    ``context`` (``select``: the candidate) opens each message. With ``verbose``, a DegenerateComponentWarning
+    is followed by the repairs of the kept restart, one per line; the estimator has them (``repairs_``) only
+    once the fit has returned, so :meth:`done` prints them, and warnings issued after that one wait for them.
+    """
+
+    def __init__(self, verbose: bool, context: str = "") -> None:
+        self.verbose, self.context = verbose, context
+        self.degenerate = False
+        self.held: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> _FitWarnings:
+        self.show = warnings.showwarning
+        warnings.showwarning = self._hook
+        return self
+
+    def _hook(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if self.context:
+            message = f"{self.context}: {message}"
+        if self.degenerate:
+            self.held.append((message, category, filename, lineno, file, line))
+            return
+        self.show(message, category, filename, lineno, file, line)
+        self.degenerate = self.verbose and issubclass(category, DegenerateComponentWarning)
+
+    def done(self, gm: GaussianMixture) -> None:
+        """The fit of ``gm`` returned: its repairs, if a DegenerateComponentWarning asked for them, then the rest."""
+        if self.degenerate:
+            end_line()
+            context = f"{self.context}: " if self.context else ""
+            for repair in gm.repairs_:
+                print(f"torchgmm: {context}repair in the kept restart: {repair}", file=sys.stderr)
+        self._release()
+
+    def _release(self) -> None:
+        self.degenerate = False
+        held, self.held = self.held, []
+        for warning in held:
+            self.show(*warning)
+
+    def __exit__(self, *exc: object) -> None:
+        warnings.showwarning = self.show
+        self._release()
+
+
+def _first_call_says(callback: Callable[..., None], message: str) -> Callable[..., None]:
+    """``callback``, printing ``message`` on stderr at its first call (once EM runs, so after every check)."""
+    said = False
+
+    def call(*values: Any) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            end_line()
+            print(message, file=sys.stderr)
+        callback(*values)
+
+    return call
 
 
 def _load_model(path: str, device_name: str | None) -> GaussianMixture:
@@ -49,20 +121,22 @@ def fit(args: argparse.Namespace) -> int:
             check_output(path)
     X, source, species = load_data(args.data)
     n_components = options["n_components"]
-    if n_components is None:
-        n_components = 3 if species is not None else 2
     gm = estimator(options, n_components, options["covariance_type"])
     args.checkpoint = options["checkpoint"]  # where main looks for the EM state on Ctrl-C
-    if args.checkpoint and Path(args.checkpoint).is_file() and not args.quiet:
-        print(f"resuming from checkpoint {args.checkpoint}", file=sys.stderr)
     progress = Progress(options["max_iter"], options["n_init"], args.quiet)
+    callback = progress
+    if args.checkpoint and Path(args.checkpoint).is_file() and not args.quiet:
+        callback = _first_call_says(progress, f"resuming from checkpoint {args.checkpoint}")
     start = time.perf_counter()
-    try:
-        labels = gm.fit_predict(X, callback=progress)
-    finally:
-        progress.close()
+    with _FitWarnings(args.verbose) as fit_warnings:
+        try:
+            labels = gm.fit_predict(X, callback=callback)
+        finally:
+            progress.close()
+        fit_warnings.done(gm)
     elapsed = time.perf_counter() - start
-    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    labels = _numpy(labels)
+    bic = None if args.quiet else gm.bic(X)
     gm.save(args.model)
     if args.labels:
         write_array(args.labels, labels)
@@ -70,22 +144,24 @@ def fit(args: argparse.Namespace) -> int:
         write_array(args.responsibilities, gm.predict_proba(X))
     if args.quiet:
         return 0
-    weights = np.asarray(gm.weights_.cpu() if isinstance(gm.weights_, torch.Tensor) else gm.weights_)
-    means = np.asarray(gm.means_.cpu() if isinstance(gm.means_, torch.Tensor) else gm.means_)
+    weights, means = _numpy(gm.weights_), _numpy(gm.means_)
     where = gm.means_.device if isinstance(gm.means_, torch.Tensor) else "cpu"
+    k = f"K={n_components}"
+    if "n_components" in options.defaulted and args.data:  # (on iris, 3 is the number of species)
+        k += f" (default: pass -k, or compare K with 'torchgmm select {shlex.quote(args.data)} -k 1-10')"
     print(f"data         {source}")
-    print(f"model        K={n_components}, covariance_type={options['covariance_type']}, {options['n_init']} restarts")
+    print(f"model        {k}, covariance_type={options['covariance_type']}, {options['n_init']} restarts")
     print(f"device       {where} ({gm.means_.dtype})")
     converged = int(gm.init_converged_.sum())
     print(f"converged    {converged}/{options['n_init']} restarts; kept one ran {gm.n_iter_} iterations")
     print(f"lower bound  {gm.lower_bound_:.6f} (mean log-likelihood per row)")
-    print(f"BIC          {gm.bic(X):.3f}")
+    print(f"BIC          {bic:.3f}")
     print(f"time         {elapsed:.3f} s")
     sizes = np.bincount(labels, minlength=n_components)
     print("components   weight   size   mean")
     with np.printoptions(precision=3, suppress=True, threshold=8, edgeitems=3):
-        for k in np.argsort(-weights):
-            print(f"  {k:<10d} {weights[k]:.3f}  {sizes[k]:5d}   {means[k]}")
+        for component in np.argsort(-weights):
+            print(f"  {component:<10d} {weights[component]:.3f}  {sizes[component]:5d}   {means[component]}")
     if species is not None:
         print(f"agreement with the three iris species: adjusted Rand index {adjusted_rand_index(labels, species):.3f}")
     written = [args.model] + [p for p in (args.labels, args.responsibilities) if p]
@@ -115,12 +191,18 @@ def score(args: argparse.Namespace) -> int:
         check_output(args.per_sample)
     gm = _load_model(args.model, args.device)
     X = read_data(args.data)
+    per_sample = gm.score_samples(X) if args.per_sample else None
+    mean, bic, aic = gm.score(X), gm.bic(X), gm.aic(X)
     if args.per_sample:
-        write_array(args.per_sample, gm.score_samples(X))
+        write_array(args.per_sample, per_sample)
+    if args.quiet:
+        return 0
     print(f"rows         {X.shape[0]}")
-    print(f"mean log-likelihood  {gm.score(X):.6f}")
-    print(f"BIC          {gm.bic(X):.3f}")
-    print(f"AIC          {gm.aic(X):.3f}")
+    print(f"mean log-likelihood  {mean:.6f}")
+    print(f"BIC          {bic:.3f}")
+    print(f"AIC          {aic:.3f}")
+    if args.per_sample:
+        print(f"wrote {args.per_sample} ({X.shape[0]} rows)")
     return 0
 
 
@@ -138,32 +220,51 @@ def select(args: argparse.Namespace) -> int:
     criterion = options["criterion"]
     if criterion not in CRITERIA:
         raise UsageError(f"--criterion must be {' or '.join(CRITERIA)}, got {criterion!r}.")
-    print(f"data  {source}")
-    print(f"{'K':>4}  {'covariance':<10} {'BIC':>14} {'AIC':>14} {'lower bound':>12} {'converged':>10}")
-    best = None
-    for covariance_type in types:
-        for k in ks:
+    candidates = [(covariance_type, k, estimator(options, k, covariance_type)) for covariance_type in types for k in ks]
+    rows, best, failure = [], None, None
+    progress = Progress(options["max_iter"], options["n_init"], args.quiet)
+    try:
+        for number in range(1, len(candidates) + 1):
+            covariance_type, k, gm = candidates[number - 1]
+            candidates[number - 1] = None  # (fitted models other than the best are not kept)
             if k > X.shape[0]:
-                print(f"{k:>4}  {covariance_type:<10} {'skipped: more components than rows':>40}")
+                rows.append(f"{k:>4}  {covariance_type:<10} {'skipped: more components than rows':>40}")
+                failure = failure or f"K={k}, {covariance_type}: more components than rows ({X.shape[0]})."
                 continue
-            gm = estimator(options, k, covariance_type)
-            try:
-                gm.fit(X)
-            except ValueError as exc:
-                print(f"{k:>4}  {covariance_type:<10} failed: {exc}")
-                continue
+            progress.label = f"K={k} {covariance_type} ({number}/{len(candidates)}) "
+            progress.start = time.perf_counter()
+            with _FitWarnings(args.verbose, context=f"K={k}, {covariance_type}") as fit_warnings:
+                try:
+                    gm.fit(X, callback=progress)
+                except ValueError as exc:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    rows.append(f"{k:>4}  {covariance_type:<10} failed: {reason}")
+                    failure = failure or f"K={k}, {covariance_type}: {reason}"
+                    continue
+                fit_warnings.done(gm)
             bic, aic = gm.bic(X), gm.aic(X)
             value = bic if criterion == "bic" else aic
             converged = f"{int(gm.init_converged_.sum())}/{options['n_init']}"
-            print(f"{k:>4}  {covariance_type:<10} {bic:>14.3f} {aic:>14.3f} {gm.lower_bound_:>12.6f} {converged:>10}")
+            rows.append(
+                f"{k:>4}  {covariance_type:<10} {bic:>14.3f} {aic:>14.3f} {gm.lower_bound_:>12.6f} {converged:>10}"
+            )
             if best is None or value < best[0]:
                 best = (value, k, covariance_type, gm)
+    finally:
+        progress.close()
     if best is None:
-        print("torchgmm: no model could be fitted.", file=sys.stderr)
+        print(f"torchgmm: no model could be fitted; the first failure: {failure}", file=sys.stderr)
         return 1
-    print(f"best by {criterion.upper()}: K={best[1]}, covariance_type={best[2]} ({criterion.upper()} {best[0]:.3f})")
     if args.model:
         best[3].save(args.model)
+    if args.quiet:
+        return 0
+    print(f"data  {source}")
+    print(f"{'K':>4}  {'covariance':<10} {'BIC':>14} {'AIC':>14} {'lower bound':>12} {'converged':>10}")
+    for row in rows:
+        print(row)
+    print(f"best by {criterion.upper()}: K={best[1]}, covariance_type={best[2]} ({criterion.upper()} {best[0]:.3f})")
+    if args.model:
         print(f"wrote {args.model}")
     return 0
 

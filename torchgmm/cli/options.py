@@ -23,14 +23,24 @@ from torchgmm.covariance import COVARIANCE_TYPES
 from torchgmm.estimator import GaussianMixture
 from torchgmm.init import INIT_METHODS
 
-__all__ = ["CRITERIA", "FIT_DEFAULTS", "SELECT_DEFAULTS", "build_parser", "estimator", "merge_options", "parse_range"]
+__all__ = [
+    "CRITERIA",
+    "FIT_DEFAULTS",
+    "SELECT_DEFAULTS",
+    "Options",
+    "build_parser",
+    "estimator",
+    "merge_options",
+    "parse_range",
+]
 
 DTYPES = [name for name in _FLOAT_DTYPES if isinstance(name, str)]
 CRITERIA = ("bic", "aic")
 
-# Options of fit and select, with their defaults: also the keys a --config file may hold.
+# Options of fit and select, with their defaults: also the keys a --config file may hold. configs/default.yaml
+# writes them out (a test keeps the two equal), and the parser's help shows them.
 FIT_DEFAULTS: dict[str, Any] = {
-    "n_components": None,  # 3 on the shipped iris data, else 2
+    "n_components": 3,
     "covariance_type": "full",
     "n_init": 4,
     "max_iter": 100,
@@ -53,6 +63,13 @@ SELECT_DEFAULTS: dict[str, Any] = {
 }
 for _name in ("covariance_type", "checkpoint", "checkpoint_interval"):  # one fit's options
     del SELECT_DEFAULTS[_name]
+
+
+class Options(dict):
+    """Merged options (name: value); ``defaulted`` names those that neither the config file nor the command line set."""
+
+    defaulted: frozenset[str] = frozenset()
+
 
 # ------------------------------------------------------------------------------------ merging
 
@@ -82,15 +99,15 @@ def _read_config(path: str, valid: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def merge_options(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+def merge_options(args: argparse.Namespace, defaults: dict[str, Any]) -> Options:
     """Defaults, then the config file, then options given on the command line (``args.data`` from the config)."""
-    options = dict(defaults)
-    if args.config:
-        config = _read_config(args.config, defaults)
-        if args.data is None and "data" in config:
-            args.data = config["data"]
-        options.update({k: v for k, v in config.items() if k != "data"})
-    options.update({k: v for k, v in vars(args).items() if k in defaults and v is not None})
+    config = _read_config(args.config, defaults) if args.config else {}
+    if args.data is None and "data" in config:
+        args.data = config["data"]
+    given = {k: v for k, v in config.items() if k != "data"}
+    given.update({k: v for k, v in vars(args).items() if k in defaults and v is not None})
+    options = Options(defaults, **given)
+    options.defaulted = frozenset(defaults) - frozenset(given)
     return options
 
 
@@ -165,30 +182,55 @@ def estimator(options: dict[str, Any], n_components: int, covariance_type: str) 
 
 
 def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
+    defaults = SELECT_DEFAULTS if select else FIT_DEFAULTS
     parser.add_argument(
         "data", nargs="?", help=f"data file ({', '.join(DATA_SUFFIXES)}); default: the shipped iris data"
     )
     parser.add_argument("--config", help="YAML file of options (keys as the long options, with _); flags override it")
     if select:
-        parser.add_argument("-k", "--n-components", help="component counts to try, e.g. 1-8 or 2,4,8 (default 1-8)")
-        parser.add_argument("--covariance-types", help="comma-separated types to try (default full,diag)")
-        parser.add_argument("--criterion", choices=list(CRITERIA), help="choose by BIC or AIC (default bic)")
+        parser.add_argument(
+            "-k",
+            "--n-components",
+            help=f"component counts to try, e.g. 1-8 or 2,4,8 (default {defaults['n_components']})",
+        )
+        parser.add_argument(
+            "--covariance-types", help=f"comma-separated types to try (default {defaults['covariance_types']})"
+        )
+        parser.add_argument(
+            "--criterion", choices=list(CRITERIA), help=f"choose by BIC or AIC (default {defaults['criterion']})"
+        )
     else:
-        parser.add_argument("-k", "--n-components", type=int, help="components (default 3 on iris, else 2)")
-        parser.add_argument("--covariance-type", choices=list(COVARIANCE_TYPES), help="(default full)")
-    parser.add_argument("--n-init", type=int, help="restarts, all run at once (default 4)")
-    parser.add_argument("--max-iter", type=int, help="most EM iterations (default 100)")
-    parser.add_argument("--tol", type=float, help="convergence threshold on the lower bound (default 1e-3)")
-    parser.add_argument("--reg-covar", type=float, help="added to covariance diagonals (default 1e-6)")
-    parser.add_argument("--init-params", choices=list(INIT_METHODS), help="(default kmeans)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
+        parser.add_argument("-k", "--n-components", type=int, help=f"components (default {defaults['n_components']})")
+        parser.add_argument(
+            "--covariance-type", choices=list(COVARIANCE_TYPES), help=f"(default {defaults['covariance_type']})"
+        )
+    parser.add_argument("--n-init", type=int, help=f"restarts, all run at once (default {defaults['n_init']})")
+    parser.add_argument("--max-iter", type=int, help=f"most EM iterations (default {defaults['max_iter']})")
+    parser.add_argument(
+        "--tol", type=float, help=f"convergence threshold on the lower bound (default {defaults['tol']})"
+    )
+    parser.add_argument(
+        "--reg-covar", type=float, help=f"added to covariance diagonals (default {defaults['reg_covar']})"
+    )
+    parser.add_argument("--init-params", choices=list(INIT_METHODS), help=f"(default {defaults['init_params']})")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {defaults['seed']})")
+    parser.add_argument(
+        "--device", help=f"auto, cpu, cuda or cuda:N (default {defaults['device']}: cuda when available)"
+    )
     parser.add_argument("--dtype", choices=DTYPES, help="(default: the data's)")
     parser.add_argument("--batch-size", type=int, help="rows per chunk (default: chosen from the shapes)")
     parser.add_argument(
         "--matmul-precision", choices=list(MATMUL_PRECISIONS), help="float32 products; high = TF32 on CUDA"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary" + (" table" if select else "")
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="after a DegenerateComponentWarning, list the repairs of the kept restart",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the EM state to this file as it runs and on Ctrl-C; if it exists, resume from it "
         "(deleted once the fit finishes)",
     )
-    fit.add_argument("--checkpoint-interval", type=int, help="EM iterations between checkpoints (default 10)")
+    fit.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        help=f"EM iterations between checkpoints (default {FIT_DEFAULTS['checkpoint_interval']})",
+    )
     fit.add_argument("--labels", help="also write each row's component (.npy, .csv or .tsv)")
     fit.add_argument("--responsibilities", help="also write each row's responsibilities (.npy, .csv or .tsv)")
 
@@ -228,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("data", help=f"data file ({', '.join(DATA_SUFFIXES)})")
     score.add_argument("--per-sample", help="also write each row's log-likelihood (.npy, .csv or .tsv)")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: where it was fitted)")
+    score.add_argument("-q", "--quiet", action="store_true", help="print nothing (with --per-sample: only write it)")
 
     select = sub.add_parser("select", help="fit a range of K and covariance types, compare BIC/AIC")
     _fit_options(select, select=True)

@@ -2,13 +2,17 @@
 
 Owns: the data file types the command line accepts (``.npy`` memory-mapped, ``.csv``/``.tsv``/``.txt`` with or
 without a header, ``.pt`` tensor, ``.parquet`` with pyarrow, imported only when such a file is read), the
-shipped iris data when no file is named, and one clear :class:`UsageError` line for every file that cannot be
-used. Must not: fit anything, write files or print.
+separator of a text file (found from its first lines), the check that every value is a finite number (with its
+place in the file: line and column of a text file, row and column of an array; memory-mapped files are scanned
+in blocks), the shipped iris data when no file is named, and one clear :class:`UsageError` line for every file
+that cannot be used. Must not: fit anything, write files or print.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,19 @@ import torch
 from torchgmm.cli.errors import UsageError
 from torchgmm.datasets import load_iris
 
-__all__ = ["DATA_SUFFIXES", "load_data", "read_data"]
+__all__ = ["DATA_SUFFIXES", "SEPARATORS", "load_data", "read_data"]
 
 DATA_SUFFIXES = (".npy", ".csv", ".tsv", ".txt", ".pt", ".parquet")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+
+# The separators tried on a text file, in order of preference (None: runs of whitespace).
+SEPARATORS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    ".csv": ((",", "comma"), (";", "semicolon"), ("\t", "tab")),
+    ".txt": ((",", "comma"), (";", "semicolon"), ("\t", "tab"), (None, "whitespace")),
+    ".tsv": (("\t", "tab"),),
+}
+SAMPLE_LINES = 50  # the first lines with data that decide the separator
+BLOCK_VALUES = 1 << 22  # values per block when arrays are scanned for NaN and infinity
 
 
 def _is_number(text: str) -> bool:
@@ -31,39 +45,115 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _not_finite(path: Any, where: str, value: str) -> UsageError:
+    return UsageError(f"{path}, {where}: {value} is not a finite number; remove or impute it.")
+
+
+# ------------------------------------------------------------------------------------ text files
+
+
+def _header(cells: list[str]) -> bool:
+    """A first line of names, not numbers."""
+    return not any(_is_number(cell) for cell in cells)
+
+
+def _joined_numbers(cell: str) -> bool:
+    """``1|2``, ``1 2``: numbers joined by something that is not one of the separators tried."""
+    parts = re.split(r"[^0-9A-Za-z.+\-]+", cell.strip())
+    return len(parts) > 1 and all(_is_number(part) for part in parts)
+
+
+def _separator(path: Path, sample: list[str]) -> str | None:
+    """The separator of a text file whose first lines with data are ``sample``.
+
+    The one that splits every sampled line into the same number (more than one) of columns, the one with the
+    most numbers among those; else the only one that appears at all (reading then names the line that does not
+    fit); else one column. Raises :class:`UsageError` when the separator looks like none of those tried.
+    """
+    candidates = SEPARATORS.get(path.suffix.lower(), SEPARATORS[".csv"])
+    if len(candidates) == 1:
+        return candidates[0][0]
+    tables = []
+    for separator, _ in candidates:
+        widths = {len(line.split(separator)) for line in sample}
+        if len(widths) == 1 and widths.pop() > 1:
+            body = sample[1:] if _header(sample[0].split(separator)) else sample
+            tables.append((sum(_is_number(cell) for line in body for cell in line.split(separator)), separator))
+    if tables:
+        return max(tables, key=lambda table: table[0])[1]  # the first of equals: the order of preference
+    present = [separator for separator, _ in candidates if any(len(line.split(separator)) > 1 for line in sample)]
+    if len(present) == 1:
+        return present[0]
+    body = sample[1:] if _header([sample[0]]) else sample
+    if not present and not (body and _joined_numbers(body[0])):
+        return candidates[0][0]  # one column
+    names = ", ".join(name for _, name in candidates)
+    raise UsageError(
+        f"{path}: the separator looks wrong: none of {names} splits its first lines into the same number "
+        "of numeric columns; separate the columns with one of them."
+    )
+
+
+def _first_bad_cell(path: Path, rows: list[tuple[int, str]], separator: str | None) -> None:
+    """Raise :class:`UsageError` for the first line of another width, or cell that is not a finite number."""
+    width = None
+    for number, text in rows:
+        row = text.split(separator)
+        width = width or len(row)
+        if len(row) != width:
+            raise UsageError(f"{path}, line {number}: {len(row)} columns where earlier lines have {width}.")
+        for column, cell in enumerate(row, start=1):
+            if not _is_number(cell):
+                raise UsageError(f"{path}, line {number}, column {column}: {cell.strip()!r} is not a number.")
+            if not math.isfinite(float(cell)):
+                raise _not_finite(path, f"line {number}, column {column}", repr(cell.strip()))
+
+
 def _read_text(path: Path) -> np.ndarray:
-    delimiter = "\t" if path.suffix == ".tsv" else ","
-    with open(path) as f:
-        lines = [line.rstrip("\r\n") for line in f]
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
+    rows = []  # (line number in the file, text before any '#' comment) of the lines with data
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            text = line.rstrip("\r\n").split("#", 1)[0]
+            if text.strip():
+                rows.append((number, text))
+    if not rows:
         raise UsageError(f"{path} is empty.")
-    if path.suffix == ".txt" and delimiter not in lines[first]:
-        delimiter = None  # whitespace-separated
-    cells = lines[first].split(delimiter)
-    skip = first + 1 if not any(_is_number(c) for c in cells) else first  # a header line
-    if not any(line.strip() for line in lines[skip:]):
-        raise UsageError(f"{path} has a header but no rows.")
+    separator = _separator(path, [text for _, text in rows[:SAMPLE_LINES]])
+    if _header(rows[0][1].split(separator)):
+        rows = rows[1:]
+        if not rows:
+            raise UsageError(f"{path} has a header but no rows.")
     try:
-        X = np.loadtxt(lines[skip:], delimiter=delimiter, ndmin=2, dtype=np.float64)
+        X = np.loadtxt([text for _, text in rows], delimiter=separator, ndmin=2, dtype=np.float64, comments=None)
     except ValueError:
-        X = None
-    if X is None or X.size == 0:
-        width = None
-        for number, line in enumerate(lines[skip:], start=skip + 1):
-            if not line.strip():
-                continue
-            row = line.split(delimiter)
-            width = width or len(row)
-            if len(row) != width:
-                raise UsageError(f"{path}, line {number}: {len(row)} columns where earlier lines have {width}.")
-            for column, cell in enumerate(row, start=1):
-                if not _is_number(cell):
-                    raise UsageError(f"{path}, line {number}, column {column}: {cell.strip()!r} is not a number.")
-        if X is None:
-            raise UsageError(f"{path} could not be read as numbers.")
-        raise UsageError(f"{path} has a header but no rows.")
+        _first_bad_cell(path, rows, separator)
+        raise UsageError(f"{path} could not be read as numbers.") from None
+    bad = _first_not_finite(X)
+    if bad is not None:
+        row, column, _ = bad
+        number, text = rows[row]
+        raise _not_finite(path, f"line {number}, column {column + 1}", repr(text.split(separator)[column].strip()))
     return X
+
+
+# ------------------------------------------------------------------------------------ arrays
+
+
+def _first_not_finite(X: np.ndarray | torch.Tensor) -> tuple[int, int, float] | None:
+    """``(row, column, value)`` of the first NaN or infinity of a 2-D array, read in blocks of rows; or None."""
+    if isinstance(X, torch.Tensor):
+        if not (X.is_floating_point() or X.is_complex()):
+            return None
+    elif X.dtype.kind not in "fc":
+        return None
+    step = max(1, BLOCK_VALUES // max(1, X.shape[1]))
+    for start in range(0, X.shape[0], step):
+        block = X[start : start + step]
+        bad = ~torch.isfinite(block) if isinstance(block, torch.Tensor) else ~np.isfinite(np.asarray(block))
+        if bad.any():
+            row, column = (int(i) for i in (bad.nonzero()[0] if isinstance(bad, torch.Tensor) else np.argwhere(bad)[0]))
+            return start + row, column, block[row, column].item()
+    return None
 
 
 def _read_parquet(path: Path) -> np.ndarray:
@@ -107,7 +197,7 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
         elif suffix == ".parquet":
             X = _read_parquet(file)
         else:
-            X = _read_text(file)
+            return _read_text(file)  # (checked line by line, with the file's line numbers)
     except UsageError:
         raise
     except pickle.UnpicklingError:  # torch.load(weights_only=True) refuses anything but plain tensors and values
@@ -118,6 +208,10 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
         raise UsageError(f"{path} holds an array of shape {tuple(X.shape)}; expected rows x columns (2-D).")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise UsageError(f"{path} is empty (shape {tuple(X.shape)}).")
+    bad = _first_not_finite(X)
+    if bad is not None:
+        row, column, value = bad
+        raise _not_finite(path, f"row {row + 1}, column {column + 1}", value)
     return X
 
 

@@ -46,8 +46,8 @@ class Mutation:
     name : str
         Short identifier (``--only NAME``).
     area : str
-        maths, passes, initialisation, repairs, trainer, distribution, online, or files (what users get back:
-        written files and outputs).
+        maths, passes, initialisation, repairs, trainer, distribution, online, files (what users get back:
+        written files and outputs), or compatibility (with scikit-learn's classes and array API inputs).
     path : str
         The source file, relative to the repository root.
     old, new : str
@@ -625,6 +625,36 @@ MUTATIONS: list[Mutation] = [
         "",
         ("tests/test_distributed.py",),
         "ranks that warm-start or pass *_init differently are not refused, and take different paths into collectives",
+    ),
+    # --------------------------------------------------------------------------------------- compatibility
+    Mutation(
+        "sklearn-classes-not-used",
+        "compatibility",
+        "torchgmm/exceptions.py",
+        "    theirs = _sklearn_class(name)\n",
+        "    theirs = None\n",
+        ("tests/test_sklearn_compat.py",),
+        "the not-fitted error and the convergence warning stay torchgmm's own classes with scikit-learn imported: "
+        "pytest.raises(sklearn.exceptions.NotFittedError) and filters on its ConvergenceWarning miss them",
+        quick=True,
+    ),
+    Mutation(
+        "sklearn-imported-eagerly",
+        "compatibility",
+        "torchgmm/exceptions.py",
+        "import sys\n",
+        "import sys\n\nimport sklearn.exceptions  # noqa: F401\n",
+        ("tests/test_sklearn_compat.py::test_import_torchgmm_does_not_import_sklearn_and_uses_its_own_classes",),
+        "import torchgmm imports scikit-learn (and SciPy, joblib) to build the compatible classes up front",
+    ),
+    Mutation(
+        "foreign-arrays-as-numpy",
+        "compatibility",
+        "torchgmm/_validation.py",
+        "    namespace = foreign_namespace(like)\n    if namespace is not None:",
+        "    namespace = foreign_namespace(like)\n    if False:",
+        ("tests/test_sklearn_compat.py::test_array_api_strict_input_gives_outputs_in_its_namespace",),
+        "outputs of an array API input (CuPy, array-api-strict) come back as NumPy arrays, not in its namespace",
     ),
 ]
 

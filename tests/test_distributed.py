@@ -95,13 +95,15 @@ ONLINE_DISAGREEMENTS = {
 # Scenario -> (the one rank that fails, the start of its message); every other rank raises
 # "Distributed fit: rank R failed: " and that message.
 FAILURES = {
-    "fail-empty-shard": (1, "X has 0 samples (shape (0, 2)); at least 1 is required."),
+    "fail-empty-shard": (
+        1,
+        "Found array with 0 sample(s) (shape=(0, 2)) while a minimum of 1 is required: X has no rows.",
+    ),
     "fail-nan-chunks": (
         0,
-        "X contains NaN or infinity (chunk 1, row 3 of the chunk (row 28 of X), column 1); remove or impute those "
-        "values.",
+        "Input X contains NaN (chunk 1, row 3 of the chunk (row 28 of X), column 1); remove or impute those values.",
     ),
-    "fail-nan-online": (1, "X contains NaN or infinity (first at row 0, column 0); remove or impute those values."),
+    "fail-nan-online": (1, "Input X contains NaN (first at row 0, column 0); remove or impute those values."),
     "fail-checkpoint": (1, "{folder}/refused.garbage is not a readable torchgmm checkpoint ("),
 }
 # Case -> (shards, sample size, seed) of DataSource.sample.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mutations import MUTATIONS, ROOT, markdown_table
 
-AREAS = {"maths", "passes", "initialisation", "repairs", "trainer", "distribution", "online", "files"}
+AREAS = {"maths", "passes", "initialisation", "repairs", "trainer", "distribution", "online", "files", "compatibility"}
 # the six bugs issue 12 found that no test caught, by name
 HEADLINE = {
     "chunk-rows-whole-data",

@@ -64,10 +64,29 @@ def resolve_device(device: Any, X: Tensor | None = None) -> torch.device:
     return resolved
 
 
+def foreign_namespace(X: Any) -> Any | None:
+    """The array API namespace of an array that is neither a tensor nor a NumPy array (CuPy, array-api-strict).
+
+    None for tensors, NumPy arrays and anything without ``__array_namespace__``.
+    """
+    if isinstance(X, (Tensor, np.ndarray)) or not hasattr(X, "__array_namespace__"):
+        return None
+    return X.__array_namespace__()
+
+
 def as_tensor(X: Any, name: str = "X") -> Tensor:
-    """A detached tensor view of ``X`` (a tensor, a NumPy array or an array-like)."""
+    """A detached tensor view of ``X`` (a tensor, a NumPy array, another array API array or an array-like).
+
+    An array of another array API library is read through DLPack, without a copy where the library allows
+    it and on its own device (a CuPy array becomes a CUDA tensor).
+    """
     if isinstance(X, Tensor):
         t = X.detach()
+    elif foreign_namespace(X) is not None and hasattr(X, "__dlpack__"):
+        try:
+            t = torch.from_dlpack(X)
+        except (BufferError, RuntimeError, TypeError, ValueError):  # a device or dtype DLPack cannot carry
+            t = as_tensor(np.asarray(X), name)
     else:
         if type(X).__module__.startswith("scipy.sparse"):
             raise TypeError(
@@ -80,9 +99,13 @@ def as_tensor(X: Any, name: str = "X") -> Tensor:
             raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
         if arr.dtype == object:
             try:
-                arr = arr.astype(np.float64)  # e.g. a list of Python numbers
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must contain numbers, got an array of dtype object.") from None
+                arr = arr.astype(np.float64)  # e.g. a list of Python numbers, or a data frame's .values
+            except (TypeError, ValueError) as exc:
+                # NumPy's own type and words, as scikit-learn lets them through ("could not convert string
+                # to float: 'a'", "float() argument must be a string or a real number, not 'dict'")
+                raise type(exc)(f"{name} must contain numbers, got an array of dtype object: {exc}") from None
+        if arr.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}; a mixture needs real numbers.")
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must contain numbers, got an array of dtype {arr.dtype}.")
         with warnings.catch_warnings():
@@ -90,7 +113,7 @@ def as_tensor(X: Any, name: str = "X") -> Tensor:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             t = torch.as_tensor(arr)
     if t.is_complex():
-        raise ValueError(f"{name} must contain real numbers, got dtype {t.dtype}.")
+        raise ValueError(f"Complex data not supported: {name} has dtype {t.dtype}; a mixture needs real numbers.")
     return t
 
 
@@ -99,37 +122,71 @@ def check_array(X: Any, *, n_features: int | None = None, name: str = "X") -> Te
     t = as_tensor(X, name)
     if t.numel() == 0 and t.dim() < 2:
         raise ValueError(f"{name} is empty: it gave no rows.")
-    if t.dim() != 2:
-        hint = (
-            " Reshape a single feature with X.reshape(-1, 1), a single sample with X.reshape(1, -1)."
-            if t.dim() == 1
-            else ""
-        )
-        raise ValueError(
-            f"Expected a 2-D array of shape (n_samples, n_features) for {name}, got shape {tuple(t.shape)}.{hint}"
-        )
+    check_2d(tuple(t.shape), name)
     if t.shape[0] == 0:
-        raise ValueError(f"{name} has 0 samples (shape {tuple(t.shape)}); at least 1 is required.")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(t.shape)}) while a minimum of 1 is required: {name} has "
+            "no rows."
+        )
     if t.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features (shape {tuple(t.shape)}); at least 1 is required.")
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required: {name} has "
+            "no columns."
+        )
     if n_features is not None and t.shape[1] != n_features:
         raise ValueError(
             f"{name} has {t.shape[1]} features, but GaussianMixture is expecting {n_features} features as input."
         )
-    if t.is_floating_point():
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
-            row, col = (~finite).nonzero()[0].tolist()
-            raise ValueError(
-                f"{name} contains NaN or infinity (first at row {row}, column {col}); remove or impute those values."
-            )
+    bad = first_not_finite(t)
+    if bad is not None:
+        row, col, what = bad
+        raise ValueError(
+            f"Input {name} contains {what} (first at row {row}, column {col}); remove or impute those values."
+        )
     return t
 
 
+def check_2d(shape: tuple[int, ...], name: str = "X") -> None:
+    """Raise ``ValueError`` unless ``shape`` has two axes.
+
+    The message is scikit-learn's (code and tests match on "Expected 2D array" and "Reshape your data"),
+    with the name and the shape added.
+    """
+    if len(shape) < 2:
+        kind = "scalar" if len(shape) == 0 else "1D"
+        raise ValueError(
+            f"Expected 2D array, got {kind} array instead ({name} has shape {shape}). Reshape your data "
+            f"either using {name}.reshape(-1, 1) if your data has a single feature or {name}.reshape(1, -1) if it "
+            "contains a single sample."
+        )
+    if len(shape) > 2:
+        raise ValueError(
+            f"Found array with dim {len(shape)} ({name} has shape {shape}); expected a 2D array of shape "
+            "(n_samples, n_features)."
+        )
+
+
+def first_not_finite(t: Tensor) -> tuple[int, int, str] | None:
+    """``(row, column, "NaN" or "infinity")`` of the first value of a 2-D ``t`` that is not finite; or None."""
+    if not t.is_floating_point():
+        return None
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return None
+    row, col = (~finite).nonzero()[0].tolist()
+    return row, col, "NaN" if bool(torch.isnan(t[row, col])) else "infinity"
+
+
 def output_like(t: Tensor, like: Any) -> Any:
-    """``t`` in the kind of ``like``: a tensor on like's device, else a NumPy array."""
+    """``t`` in the kind of ``like``: a tensor on like's device, an array of like's array API library on its
+    device (as scikit-learn's array API support does), else a NumPy array."""
     if isinstance(like, Tensor):
         return t.to(like.device)
+    namespace = foreign_namespace(like)
+    if namespace is not None:
+        if t.device.type != "cpu":  # a GPU library's array from a GPU tensor: no trip through the host
+            return namespace.from_dlpack(t.detach())
+        return namespace.asarray(t.detach().numpy(), device=getattr(like, "device", None))
     return t.detach().cpu().numpy()
 
 
@@ -189,6 +246,8 @@ def check_initial_parameters(
     outside [0, 1] or not summing to one, and precisions that are not valid.
     """
     K, D = n_components, n_features
+    # scikit-learn's words name the quantity ('weights', 'means', 'full precision'); the parameter follows
+    quantities = {"weights_init": "weights", "means_init": "means", "precisions_init": f"{covariance.name} precision"}
     checked = {}
     for name, expected in (("weights_init", (K,)), ("means_init", (K, D)), ("precisions_init", covariance.shape(K, D))):
         value = given.get(name)
@@ -196,7 +255,10 @@ def check_initial_parameters(
             continue
         t = as_tensor(value, name).to("cpu", torch.float64)
         if tuple(t.shape) != expected:
-            raise ValueError(f"The parameter '{name}' should have the shape of {expected}, but got {tuple(t.shape)}.")
+            raise ValueError(
+                f"The parameter '{quantities[name]}' should have the shape of {expected}, but got {tuple(t.shape)} "
+                f"for {name}."
+            )
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"The parameter '{name}' contains NaN or infinity.")
         checked[name] = t
@@ -204,12 +266,13 @@ def check_initial_parameters(
         w = checked["weights_init"]
         if bool((w < 0).any()) or bool((w > 1).any()):
             raise ValueError(
-                "The parameter 'weights_init' should be in the range [0, 1], but got "
-                f"max value {float(w.max()):.5f}, min value {float(w.min()):.5f}."
+                "The parameter 'weights' should be in the range [0, 1], but got "
+                f"max value {float(w.max()):.5f}, min value {float(w.min()):.5f} for weights_init."
             )
         if not math.isclose(float(w.sum()), 1.0, rel_tol=0, abs_tol=1e-6):
             raise ValueError(
-                f"The parameter 'weights_init' should be normalized, but got sum(weights) = {float(w.sum()):.5f}."
+                f"The parameter 'weights' should be normalized, but got sum(weights) = {float(w.sum()):.5f} "
+                "for weights_init."
             )
     if "precisions_init" in checked:
         covariance.check_precisions(checked["precisions_init"])

@@ -224,8 +224,12 @@ class CovarianceType:
         """
         raise NotImplementedError
 
-    def check_precisions(self, precisions: Tensor) -> None:
-        """Raise ``ValueError`` unless the given precisions (scikit-learn's shape) are valid."""
+    def check_precisions(self, precisions: Tensor, name: str = "precisions_init") -> None:
+        """Raise ``ValueError`` unless the given precisions (scikit-learn's shape) are valid.
+
+        The message starts in scikit-learn's words (``'full precision' should be ...``) and then names
+        ``name`` and the component at fault.
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -311,9 +315,9 @@ class _Full(CovarianceType):
         factor = precisions_cholesky[component if self.per_component else 0]
         return torch.linalg.solve_triangular(factor, z, upper=True, left=False)
 
-    def check_precisions(self, precisions):
+    def check_precisions(self, precisions, name="precisions_init"):
         for k in range(precisions.shape[0]):
-            _check_spd(precisions[k], self.name)
+            _check_spd(precisions[k], self.name, f"{name}[{k}]")
 
 
 class _Tied(_Full):
@@ -349,8 +353,8 @@ class _Tied(_Full):
         cov.diagonal(dim1=-2, dim2=-1).add_(_per_feature(reg_covar))  # one number, or [R, 1]
         return cov
 
-    def check_precisions(self, precisions):
-        _check_spd(precisions, self.name)
+    def check_precisions(self, precisions, name="precisions_init"):
+        _check_spd(precisions, self.name, name)
 
 
 class _Diag(CovarianceType):
@@ -451,9 +455,11 @@ class _Diag(CovarianceType):
     def colour(self, z, precisions_cholesky, component):
         return z / precisions_cholesky[component]
 
-    def check_precisions(self, precisions):
+    def check_precisions(self, precisions, name="precisions_init"):
         if bool((precisions <= 0).any()):
-            raise ValueError(f"'{self.name} precision' should be positive")
+            index = tuple((precisions <= 0).nonzero()[0].tolist())
+            at = f"{name}[{', '.join(map(str, index))}]"
+            raise ValueError(f"'{self.name} precision' should be positive ({at} is {float(precisions[index]):g})")
 
 
 class _Spherical(_Diag):
@@ -506,10 +512,11 @@ class _Spherical(_Diag):
         return torch.diag_embed(scale.expand(*precisions_cholesky.shape, n_features))
 
 
-def _check_spd(precision: Tensor, name: str) -> None:
+def _check_spd(precision: Tensor, covariance_type: str, where: str) -> None:
     symmetric = torch.allclose(precision, precision.mT, rtol=1e-5, atol=1e-8)
     if not symmetric or not bool((torch.linalg.eigvalsh(precision) > 0).all()):
-        raise ValueError(f"'{name} precision' should be symmetric, positive-definite")
+        why = "not symmetric" if not symmetric else "not positive definite"
+        raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite ({where} is {why})")
 
 
 COVARIANCE_TYPES: dict[str, CovarianceType] = {c.name: c for c in (_Full(), _Tied(), _Diag(), _Spherical())}

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
-from torchgmm._validation import check_array
+from torchgmm._validation import check_2d, check_array, first_not_finite, foreign_namespace
 
 __all__ = [
     "DataSource",
@@ -272,16 +272,15 @@ def _local_scan(source: DataSource, device: torch.device, check_finite: bool) ->
             raise ValueError(
                 f"Chunk {index} of {name} has {raw.shape[1]} columns, but earlier chunks have {n_features}."
             )
-        if check_finite and raw.is_floating_point():
-            finite = torch.isfinite(raw)
-            if not bool(finite.all()):
-                row, col = (~finite).nonzero()[0].tolist()
-                where = (
-                    f"chunk {index}, row {row} of the chunk (row {count + row} of {name}), column {col}"
-                    if source.described_as_chunks
-                    else f"first at row {count + row}, column {col}"
-                )
-                raise ValueError(f"{name} contains NaN or infinity ({where}); remove or impute those values.")
+        bad = first_not_finite(raw) if check_finite else None
+        if bad is not None:
+            row, col, what = bad
+            where = (
+                f"chunk {index}, row {row} of the chunk (row {count + row} of {name}), column {col}"
+                if source.described_as_chunks
+                else f"first at row {count + row}, column {col}"
+            )
+            raise ValueError(f"Input {name} contains {what} ({where}); remove or impute those values.")
         part = raw.to(device, torch.float64).sum(0)
         total = part if total is None else total + part
         count += raw.shape[0]
@@ -342,10 +341,8 @@ class ArraySource(DataSource):
 
     def __init__(self, X: Any) -> None:
         shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) != 2:
-            raise ValueError(
-                f"Expected a 2-D array of shape (n_samples, n_features) for {self.name}, got shape {tuple(shape)}."
-            )
+        if shape is not None:
+            check_2d(tuple(shape), self.name)
         self.X = X
 
     def read(self, rows):
@@ -376,6 +373,10 @@ class MemmapSource(DataSource):
         self.shape, self.array_dtype = X.shape, X.dtype
 
     def read(self, rows):
+        if self.array_dtype.kind == "c":
+            raise ValueError(
+                f"Complex data not supported: {self.name} has dtype {self.array_dtype}; a mixture needs real numbers."
+            )
         if self.array_dtype.kind not in "biuf":
             raise ValueError(f"{self.name} must contain numbers, got an array of dtype {self.array_dtype}.")
         n, d = self.shape
@@ -432,14 +433,19 @@ def _as_chunk(chunk: Any) -> Tensor:
         t = chunk.detach()
     else:
         arr = np.asarray(chunk)
-        if arr.dtype.kind not in "biuf":
+        if arr.dtype == object:  # numbers held as Python objects, converted as for an in-memory X
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError("chunks must contain numbers, got dtype object.") from None
+        if arr.dtype.kind not in "biufc":  # (complex is refused below, in scikit-learn's words)
             raise ValueError(f"chunks must contain numbers, got dtype {arr.dtype}.")
         # a copy where the array is read-only (torch warns about those) or not C-ordered; a scalar stays
         # 0-D (ascontiguousarray would make it a row), so the first pass refuses it as not 2-D
         contiguous = arr.flags.c_contiguous and arr.flags.writeable
         t = torch.from_numpy(arr if contiguous else np.array(arr, order="C"))
     if t.is_complex():
-        raise ValueError(f"chunks must contain real numbers, got dtype {t.dtype}.")
+        raise ValueError(f"Complex data not supported: chunks have dtype {t.dtype}; a mixture needs real numbers.")
     if t.dim() == 1:
         t = t.unsqueeze(0)  # a single row (a map-style Dataset read item by item)
     return t
@@ -451,6 +457,8 @@ def is_chunked(X: Any) -> bool:
 
     if isinstance(X, (Tensor, np.ndarray)):
         return isinstance(X, np.memmap)
+    if foreign_namespace(X) is not None:
+        return False  # another array API library's array (CuPy, array-api-strict): in memory, read via DLPack
     if isinstance(X, (DataLoader, Dataset)):
         return True
     if isinstance(X, (list, tuple)):

@@ -35,7 +35,7 @@ from torchgmm._validation import (
 from torchgmm.covariance import COVARIANCE_TYPES, CovarianceType, get_covariance_type
 from torchgmm.data import DataSource, ScannedData, TensorSource, input_source, scan
 from torchgmm.em import MixtureParameters
-from torchgmm.exceptions import NotFittedError, OutOfMemoryError
+from torchgmm.exceptions import NotFittedError, OutOfMemoryError, compatible
 from torchgmm.fitter import FitConfig, WarmStart, fit_mixture, online_update
 from torchgmm.init import INIT_METHODS
 from torchgmm.model import FittedMixture, mixture_parameters, to_module
@@ -356,7 +356,7 @@ class GaussianMixture:
 
     def _check_is_fitted(self) -> None:
         if not hasattr(self, "means_"):
-            raise NotFittedError(
+            raise compatible(NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
                 "arguments before using this estimator."
             )

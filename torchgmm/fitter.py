@@ -24,7 +24,7 @@ from torchgmm.checkpoint import Checkpoint, CheckpointWriter, describe_seed, fit
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
-from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning
+from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, FailedRestartWarning, compatible
 from torchgmm.init import initialize
 from torchgmm.kernels import kernel_for
 from torchgmm.model import FittedMixture, mixture_parameters
@@ -306,7 +306,7 @@ def _warn(state: EMState, best: int, config: FitConfig, stacklevel: int) -> None
         warnings.warn(
             "Best performing initialization did not converge. Try different init parameters, "
             "or increase max_iter, tol, or check for degenerate data.",
-            ConvergenceWarning,
+            compatible(ConvergenceWarning),
             stacklevel=stacklevel + 1,
         )
 

@@ -3,11 +3,15 @@
 Usage::
 
     python -m bench.memory [--gib 2.0] [--features 32] [--components 8] [--iterations 5] [--dir /tmp]
+                           [--batch-size none,262144] [--config configs/large.yaml] [--out memory.json]
 
 Writes a ``.npy`` file of ``--gib`` GiB (float32 rows drawn from a mixture),
-then, in a fresh process, fits it through ``np.load(..., mmap_mode='r')`` on
-CPU and reports the process's peak resident memory above its level before the
-fit (``VmHWM``), next to the size of the data.
+then, in a fresh process per setting, fits it through ``np.load(..., mmap_mode='r')``
+on CPU and reports the process's peak resident memory above its level before
+the fit (``VmHWM``), next to the size of the data. ``--batch-size`` lists the
+settings to compare side by side (``none``: torchgmm's default); ``--config``
+takes the estimator's parameters from a YAML config of the command line instead
+(its ``batch_size`` included).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def _status_kib(field: str) -> int:
     raise OSError(field)
 
 
-def fit_and_measure(path: str, n_components: int, iterations: int, batch_size: int | None) -> dict:
+def fit_and_measure(path: str, iterations: int, params: dict) -> dict:
     """Fit the memmap in this process and report its peak resident memory (runs in a fresh process)."""
     import torch
 
@@ -58,7 +62,7 @@ def fit_and_measure(path: str, n_components: int, iterations: int, batch_size: i
     base = _status_kib("VmRSS")
     start = time.perf_counter()
     gm = GaussianMixture(
-        n_components, init_params="k-means++", max_iter=iterations, tol=0.0, random_state=0, batch_size=batch_size
+        **{"init_params": "k-means++", **params, "max_iter": iterations, "tol": 0.0, "random_state": 0}
     )
     import warnings
 
@@ -67,6 +71,7 @@ def fit_and_measure(path: str, n_components: int, iterations: int, batch_size: i
         gm.fit(X)
     seconds = time.perf_counter() - start
     return {
+        "params": params,
         "rows": X.shape[0],
         "features": X.shape[1],
         "data_mib": X.nbytes / 2**20,
@@ -78,40 +83,59 @@ def fit_and_measure(path: str, n_components: int, iterations: int, batch_size: i
     }
 
 
+def _settings(args: argparse.Namespace) -> list[dict]:
+    """The estimator parameters of each fit to measure."""
+    if args.config:
+        import yaml
+
+        config = yaml.safe_load(Path(args.config).read_text())
+        keep = ("n_components", "covariance_type", "n_init", "init_params", "batch_size", "dtype")
+        return [{k: config[k] for k in keep if config.get(k) is not None}]
+    sizes = [None if b.lower() == "none" else int(b) for b in args.batch_size.split(",")]
+    return [{"n_components": args.components, "batch_size": b} for b in sizes]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gib", type=float, default=2.0, help="size of the data file (default 2 GiB)")
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--components", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--batch-size", default="none,262144", help="settings to compare, e.g. none,65536,262144")
+    parser.add_argument("--config", help="a YAML config of the command line (configs/large.yaml) to measure instead")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to write the data file")
+    parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(fit_and_measure(args.measure, args.components, args.iterations, args.batch_size)))
+        print(json.dumps(fit_and_measure(args.measure, args.iterations, json.loads(args.params))))
         return 0
     path = Path(args.dir) / f"torchgmm-memory-bench-{os.getpid()}.npy"
+    results = []
     try:
         t = time.perf_counter()
         rows, cols = write_data(path, args.gib, args.features, args.components)
         size = path.stat().st_size / 2**30
         print(f"wrote {path} ({rows} x {cols} float32, {size:.2f} GiB) in {time.perf_counter() - t:.1f} s")
-        command = [sys.executable, "-m", "bench.memory", "--measure", str(path), "--components", str(args.components)]
-        command += ["--iterations", str(args.iterations)]
-        if args.batch_size:
-            command += ["--batch-size", str(args.batch_size)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        peak, data = result["peak_above_start_mib"], result["data_mib"]
-        print(
-            f"fit of a {data:.0f} MiB memmap ({result['rows']} x {result['features']}, K={args.components}, "
-            f"full covariance, k-means++ start + {result['iterations']} EM iterations) on CPU: "
-            f"peak resident memory {peak:.0f} MiB above the {result['rss_before_fit_mib']:.0f} MiB before the fit "
-            f"({100 * peak / data:.1f} % of the data), {result['seconds']:.1f} s"
-        )
+        for params in _settings(args):
+            command = [sys.executable, "-m", "bench.memory", "--measure", str(path)]
+            command += ["--iterations", str(args.iterations), "--params", json.dumps(params)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results.append(result)
+            peak, data = result["peak_above_start_mib"], result["data_mib"]
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            print(
+                f"fit of a {data:.0f} MiB memmap ({result['rows']} x {result['features']}; {shown}; "
+                f"{result['iterations']} EM iterations) on CPU: peak resident memory {peak:.0f} MiB above the "
+                f"{result['rss_before_fit_mib']:.0f} MiB before the fit ({100 * peak / data:.1f} % of the data), "
+                f"{result['seconds']:.1f} s"
+            )
     finally:
         path.unlink(missing_ok=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"gib": args.gib, "results": results}, indent=1) + "\n")
     return 0
 
 

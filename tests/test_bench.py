@@ -45,15 +45,31 @@ def test_gpu_config_says_skipped_without_cuda():
 
 def test_memory_bench_runs_on_a_small_memmap(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--gib", "0.004", "--iterations", "2", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "bench.memory", "--gib", "0.004", "--iterations", "2", "--dir", str(tmp_path)]
+        + ["--batch-size", "none,4096", "--out", str(tmp_path / "memory.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert "peak resident memory" in out.stdout and "% of the data" in out.stdout
+    assert out.stdout.count("peak resident memory") == 2 and "batch_size=4096" in out.stdout
+    results = json.loads((tmp_path / "memory.json").read_text())["results"]
+    assert [r["params"]["batch_size"] for r in results] == [None, 4096]
     assert not list(tmp_path.glob("*.npy"))  # the data file is removed
+
+
+def test_memory_bench_takes_a_command_line_config(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--gib", "0.002", "--features", "8", "--iterations", "1"]
+        + ["--dir", str(tmp_path), "--config", str(ROOT / "configs" / "large.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "n_components=16" in out.stdout and "batch_size=65536" in out.stdout
 
 
 def test_faults_bench_runs_quick():

@@ -270,12 +270,12 @@ def test_passes_retry_with_fewer_rows(monkeypatch, covariance_type):
     with pytest.warns(OutOfMemoryWarning) as record:
         labels = gm.fit_predict(X)
     messages = [str(w.message) for w in record if w.category is OutOfMemoryWarning]
-    assert {m.split(" with chunks")[0] for m in messages} == {
+    assert {m.split(" with compute tiles")[0] for m in messages} == {
         "Ran out of memory on cpu in the initialisation",
         "Ran out of memory on cpu in the E-step",
         "Ran out of memory on cpu in predicting",
     }
-    assert all(m.endswith("it went on with 37 rows. Pass batch_size=37 to start there.") for m in messages)
+    assert all(m.endswith("with compute tiles of 300 rows; it went on with tiles of 37 rows.") for m in messages)
     assert all(w.filename == __file__ for w in record)  # pointed at the caller
     # the E-step kept its smaller chunks: it was refused in its first iteration only
     refused_before_predict = len(refused)
@@ -283,7 +283,7 @@ def test_passes_retry_with_fewer_rows(monkeypatch, covariance_type):
         gm.predict(X)
     assert len(refused) == refused_before_predict + 3
     monkeypatch.undo()
-    # the same arithmetic as chunks of 37 from the start
+    # the same arithmetic as steps of 37 rows from the start
     same = GaussianMixture(3, covariance_type=covariance_type, n_init=2, random_state=0, batch_size=37).fit(X)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         np.testing.assert_array_equal(getattr(gm, name), getattr(same, name), err_msg=name)
@@ -314,7 +314,9 @@ def test_one_row_that_does_not_fit_is_a_clear_error():
     def run(rows):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    with pytest.raises(OutOfMemoryError, match=r"in the E-step even with chunks of one row .*Use fewer restarts"):
+    with pytest.raises(
+        OutOfMemoryError, match=r"in the E-step even with compute tiles of one row .*Use fewer restarts"
+    ):
         retry_with_fewer_rows(run, 8, "the E-step", torch.device("cpu"))
 
 
@@ -325,7 +327,8 @@ def test_distributed_fits_do_not_retry_on_one_rank(monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(
-        OutOfMemoryError, match=r"with chunks of 1000 rows\. .*pass batch_size=500 \(or less\) on every"
+        OutOfMemoryError,
+        match=r"with compute tiles of 1000 rows\. A distributed fit cannot start a pass over on one rank: free memory",
     ):
         retry_with_fewer_rows(run, 1000, "the E-step", torch.device("cpu"))
 
@@ -355,7 +358,7 @@ def test_out_of_memory_outside_the_passes_leaves_the_estimator_as_it_was(monkeyp
         "fit": "on the device in fit",
         "refit": "on the device in fit",
         "partial_fit": "on the device in partial_fit",
-        "predict": "on cpu in predicting even with chunks of one row",
+        "predict": "on cpu in predicting even with compute tiles of one row",
     }[where]
     with pytest.raises(
         OutOfMemoryError, match=rf"torchgmm ran out of memory {expected} .*Use fewer restarts \(n_init\)"
@@ -382,11 +385,22 @@ def test_fitted_attributes_are_set_together(monkeypatch):
     np.testing.assert_array_equal(gm.means_, means)
 
 
-def test_retries_start_from_the_given_batch_size(monkeypatch):
+def test_retries_halve_the_compute_tiles_not_the_rows_read(monkeypatch):
+    """batch_size sets the rows read per step; running out of memory halves the engine's tiles, not those."""
     X, _ = make_blobs(100, 3, 3, 6.0, seed=0)
+    reads = []
+    real_read = torchgmm.data.TensorSource.read
+
+    def read(source, rows):
+        reads.append(rows)
+        return real_read(source, rows)
+
     monkeypatch.setattr(ScannedData, "chunks", chunks_over(10, []))
+    monkeypatch.setattr(torchgmm.data.TensorSource, "read", read)
     with pytest.warns(OutOfMemoryWarning) as record:
         GaussianMixture(3, n_init=2, random_state=0, batch_size=30).fit(X)
     messages = {str(w.message) for w in record if w.category is OutOfMemoryWarning}
     assert {m.split(" in ")[1].split(" with")[0] for m in messages} == {"the initialisation", "the E-step"}
-    assert all("with chunks of 30 rows; it went on with 7 rows. Pass batch_size=7" in m for m in messages), messages
+    # the tiles start from the engine's own size (all 300 rows fit its budget), not from batch_size
+    assert all("with compute tiles of 300 rows; it went on with tiles of 9 rows." in m for m in messages), messages
+    assert set(reads[1:]) == {30}  # (the first read is the one-row peek at the input)

@@ -20,6 +20,7 @@ from conftest import COVARIANCE_TYPES, requires_cuda
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+import torchgmm.data
 from torchgmm import ConvergenceWarning, GaussianMixture
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
@@ -165,6 +166,42 @@ def test_fit_and_score_temporaries_do_not_grow_with_the_data(init_params, tmp_pa
     # of one float64 [R, N, K] matrix of the larger data
     assert large <= 8 * CPU_BUDGET, where_large
     assert 4 * large <= 8 * 2 * 4 * (1 << 19), where_large
+
+
+@pytest.mark.filterwarnings("ignore::torchgmm.ConvergenceWarning")
+def test_a_large_batch_size_reads_large_steps_but_keeps_the_tiles(tmp_path, monkeypatch):
+    """batch_size=N reads a memmap in one step per pass, and no temporary outgrows the engine's tiles.
+
+    Before tiles were decoupled from batch_size, this fit made [R, K, N, D] float32 temporaries (64 MiB here).
+    """
+    N, D, K, R = 1 << 16, 16, 8, 2
+    rng = np.random.default_rng(2)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", "w+", np.float32, (N, D))
+    X[:] = rng.normal(size=(N, D))
+    X[: N // 2] += 3.0
+    X.flush()
+    reads = []
+    real_read = torchgmm.data.MemmapSource.read
+
+    def read(source, rows):
+        reads.append(rows)
+        return real_read(source, rows)
+
+    monkeypatch.setattr(torchgmm.data.MemmapSource, "read", read)
+    largest = {}
+    for batch_size in (None, N):
+        reads.clear()
+        gm = GaussianMixture(K, n_init=R, max_iter=1, tol=0.0, random_state=0, batch_size=batch_size)
+        with LargestAllocation() as seen:
+            gm.fit(np.load(tmp_path / "X.npy", mmap_mode="r"))
+            gm.score(np.load(tmp_path / "X.npy", mmap_mode="r"))
+        largest[batch_size] = seen.nbytes, seen.where
+        if batch_size is not None:
+            assert set(reads) <= {N, torchgmm.data._SCAN_ROWS, 1} and N in reads, set(reads)  # (1: peeks)
+    (default, where_default), (large, where_large) = largest.values()
+    assert large <= 8 * CPU_BUDGET, where_large  # a tile's budget, in float64 at most
+    assert large <= 1.01 * default, (where_default, where_large)
+    assert 8 * large <= 4 * R * K * N * D, where_large
 
 
 @requires_cuda

@@ -65,6 +65,9 @@ class DataSource:
 
     name = "X"
     described_as_chunks = False  # errors name "chunk i, row j of the chunk" rather than "row j"
+    # Rows read from the storage per step (the estimator's batch_size); None: as many as a compute tile. A
+    # pass splits what it reads into tiles of its own size, so this sets I/O granularity, not working memory.
+    read_rows: int | None = None
 
     @property
     def gives_tensors(self) -> bool:
@@ -120,12 +123,15 @@ class ScannedData:
         return dataclasses.replace(self, shift=shift)
 
     def _on_device(self, rows: int) -> Iterator[Tensor]:
-        """Raw chunks of at most ``rows`` rows on the compute device.
+        """Raw tiles of at most ``rows`` rows on the compute device.
 
-        On CUDA, host chunks are pinned and copied on a side stream one chunk
-        ahead, so the copy of the next chunk overlaps the work on this one.
+        The source is read in steps of its ``read_rows`` (``rows`` when None) and each step is split into
+        tiles, so a large ``batch_size`` costs one step of ``batch_size`` rows and never larger temporaries.
+        On CUDA, host tiles are pinned and copied on a side stream one tile ahead, so the copy of the next
+        tile overlaps the work on this one.
         """
-        pieces = (piece for raw in self.source.read(rows) for piece in torch.split(raw, rows))
+        block = self.source.read_rows or rows
+        pieces = (piece for raw in self.source.read(block) for piece in torch.split(raw, rows))
         if self.device.type != "cuda":
             yield from (p.to(self.device) for p in pieces)
             return
@@ -152,7 +158,8 @@ class ScannedData:
         return (raw.to(work) - self.shift.to(work)).to(self.dtype)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, Tensor]]:
-        """Yield ``(start, x)``: ``x [n, D]`` the centred rows from global index ``start`` on."""
+        """Yield ``(start, x)``: ``x [n, D]``, at most ``rows`` (a compute tile) centred rows from global index
+        ``start`` on."""
         start = self.offset
         seen = 0
         for raw in self._on_device(rows):
@@ -511,6 +518,7 @@ def input_source(
     """
     if is_chunked(X):
         source = make_source(X, batch_size)
+        source.read_rows = batch_size
         first = source.peek()
         if n_features is not None and first.shape[-1] != n_features:
             raise ValueError(
@@ -518,7 +526,9 @@ def input_source(
             )
         return source, (first if source.gives_tensors else np.empty(0)), first
     first = check_array(X, n_features=n_features)
-    return TensorSource(first), X, first
+    source = TensorSource(first)
+    source.read_rows = batch_size  # (views of the tensor: it only sets how passes step through it)
+    return source, X, first
 
 
 def scanned(X: Tensor, dtype: torch.dtype | None = None) -> ScannedData:

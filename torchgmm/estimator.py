@@ -124,11 +124,11 @@ class GaussianMixture:
         (``predict_proba``, ``score_samples``...) computes in the wider of the model's and the input's float
         dtypes and returns the input's: float64 rows give float64 outputs even from a float32 model.
     batch_size : int, default=None
-        Rows per chunk in every pass over the data; device memory is
-        ``O(batch_size * K * R * D)`` for full covariances, independent of the
-        number of rows. None picks it from the shapes: temporaries of 2**20
-        elements on CPU (cache-sized), and on CUDA 2**28 elements or a
-        sixteenth of the free device memory, whichever is smaller.
+        Rows read from the data per step of every pass (a memmap's or an array-like's reads; a ``Dataset``'s
+        ``DataLoader`` batches). It does not size the computation: each step is split into compute tiles
+        the engine chooses from the shapes (temporaries of 2**20 elements on CPU, cache-sized; on CUDA 2**28
+        elements or a sixteenth of the free device memory, whichever is smaller), so working memory is
+        ``O(batch_size * D + tile * R * K * D)`` whatever ``batch_size`` is. None reads one tile per step.
     matmul_precision : {'highest', 'high', 'medium'}, default=None
         Float32 matrix-product precision while fitting and predicting, as
         :func:`torch.set_float32_matmul_precision` (restored afterwards); None
@@ -610,7 +610,7 @@ class GaussianMixture:
             return None
         # Labels from the kept parameters, so fit_predict(X) == fit(X).predict(X).
         params, _ = fit.model.parameters(fit.data.device, fit.data.dtype, fit.data.shift)
-        return output_like(map_chunks(fit.data, params, covariance, _labels, self.batch_size, 4), like)
+        return output_like(map_chunks(fit.data, params, covariance, _labels, None, 4), like)
 
     def _set_fitted(self, model: FittedMixture, like: Any) -> None:
         # every value first, then the attributes: running out of memory half-way leaves the old ones
@@ -645,7 +645,7 @@ class GaussianMixture:
     def _map(self, X: Any, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int) -> tuple[Tensor, Any, int]:
         data, params, like, out_dtype = self._checked(X)
         covariance = get_covariance_type(self.covariance_type)
-        out = map_chunks(data, params, covariance, fn, self.batch_size, stacklevel + 1)
+        out = map_chunks(data, params, covariance, fn, None, stacklevel + 1)
         return (out.to(out_dtype) if out.is_floating_point() else out), like, data.local_samples
 
     @_entry_point

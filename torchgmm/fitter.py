@@ -172,9 +172,7 @@ def fit_mixture(
         observers.append(writer)
         if resumed is None:
             writer.save(state)  # the initialisation is not redone on resume
-    state = run_em(
-        data, state, EMConfig(covariance, config.tol, config.max_iter, config.batch_size), Observers(observers)
-    )
+    state = run_em(data, state, EMConfig(covariance, config.tol, config.max_iter), Observers(observers))
     best = state.best()
     if best is None:
         if saving:
@@ -225,14 +223,14 @@ def initial_parameters(
     if len(inits) < 3:
         seed_state = generator.get_state()
         pristine = repairs.copy()
-        # halving starts from the E-step's chunks; the first try leaves each pass its own (or batch_size)
+        # halving starts from the E-step's tiles; the first try leaves each pass its own
         elements = kernel_for(covariance).elements_per_row(R, K, data.n_features)
-        planned = chunk_rows(data.n_samples, elements, device, config.batch_size)
+        planned = chunk_rows(data.n_samples, elements, device)
 
         def run(rows: int) -> tuple[tuple[MixtureParameters, list[bool]], RepairState]:
             generator.set_state(seed_state)
             state = pristine.copy()
-            chunks = config.batch_size if rows == planned else rows
+            chunks = None if rows == planned else rows
             covariances_used = "precisions_init" not in inits
             out = initialize(config.init_params, data, K, R, covariance, generator, state, chunks, covariances_used)
             return out, state
@@ -339,9 +337,7 @@ def online_update(
             raise ill_defined(dtype)
         step, history, earlier = 0, [], init_repairs.events[0]
     eta = step_size(step, config.learning_decay, config.learning_offset)
-    new, ok, log_likelihood, repairs = online_em_step(
-        data, params, covariance, config.reg_covar, eta, config.batch_size, step=step
-    )
+    new, ok, log_likelihood, repairs = online_em_step(data, params, covariance, config.reg_covar, eta, None, step=step)
     if not all(ok):
         raise ValueError(
             "The online EM update gave non-finite statistics or a covariance that could not be repaired; "

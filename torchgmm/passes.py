@@ -58,14 +58,17 @@ _CPU_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows: int | None = None) -> int:
-    """Rows per chunk so that per-chunk temporaries stay within a fixed budget.
+    """Rows per compute tile so that per-tile temporaries stay within a fixed budget.
 
     ``elements_per_row`` is the size of the largest temporary per row (for a
     full covariance that is ``R * K * D``). The budget is 2**20 elements on
     CPU (4 MiB in float32: the temporaries stay in cache between the
     product that writes them and the ones that read them) and on CUDA 2**28
     (few, long kernels) or a sixteenth of the free device memory, whichever
-    is smaller. ``rows`` (a ``batch_size``), when given, is used instead.
+    is smaller. ``rows``, when given (a tile that ran out of memory, halved), is used instead.
+
+    Tiles are the engine's own: ``batch_size`` only sets how many rows a source reads per step
+    (:attr:`torchgmm.data.DataSource.read_rows`), and each step is split into tiles of this size.
     """
     if rows is None:
         budget = 1 << 20
@@ -194,14 +197,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def retry_with_fewer_rows(
     run: Callable[[int], T], rows: int, what: str, device: torch.device, stacklevel: int = 1
 ) -> tuple[T, int]:
-    """``run(rows)``, halving ``rows`` and starting over while it runs out of memory.
+    """``run(rows)``, halving ``rows`` (the compute tile) and starting over while it runs out of memory.
 
     Parameters
     ----------
     run : callable
-        One whole pass over the data in chunks of the given number of rows.
+        One whole pass over the data in compute tiles of the given number of rows.
     rows : int
-        Rows per chunk of the first attempt.
+        Rows per tile of the first attempt.
     what : str
         The pass, for messages (``'the E-step'``).
     device : torch.device
@@ -212,14 +215,15 @@ def retry_with_fewer_rows(
     Returns
     -------
     result, rows
-        What ``run`` returned, and the rows per chunk that worked (less than
+        What ``run`` returned, and the rows per tile that worked (less than
         the given ``rows`` after a retry, which is then also announced by an
         :class:`~torchgmm.OutOfMemoryWarning`).
 
     Raises
     ------
     OutOfMemoryError
-        If chunks of one row do not fit either, or under ``torch.distributed``.
+        If tiles of one row do not fit either (the steps of ``batch_size`` rows read from the source may
+        then be what does not fit), or under ``torch.distributed``.
     """
     first = rows
     while True:
@@ -230,12 +234,12 @@ def retry_with_fewer_rows(
             if not is_out_of_memory(exc):
                 raise
             if rows <= 1:
-                raise out_of_memory_error(device, what, "even with chunks of one row") from exc
+                raise out_of_memory_error(device, what, "even with compute tiles of one row") from exc
             if distributed.is_distributed():  # the other ranks would wait in a collective this rank re-runs
                 raise OutOfMemoryError(
-                    f"torchgmm ran out of memory on {device} in {what} with chunks of {rows} rows. A distributed "
-                    f"fit cannot start a pass over on one rank: pass batch_size={max(1, rows // 2)} (or less) on "
-                    "every rank."
+                    f"torchgmm ran out of memory on {device} in {what} with compute tiles of {rows} rows. A "
+                    "distributed fit cannot start a pass over on one rank: free memory on that device (tiles are "
+                    "sized from the free memory when a pass starts), or use fewer restarts (n_init) or components."
                 ) from exc
         # outside the except block, so the failed attempt's tensors (held by the traceback) are freed
         if device.type == "cuda":
@@ -243,8 +247,8 @@ def retry_with_fewer_rows(
         rows = max(1, rows // 2)
     if rows < first:
         warnings.warn(
-            f"Ran out of memory on {device} in {what} with chunks of {first} rows; it went on with {rows} rows. "
-            f"Pass batch_size={rows} to start there.",
+            f"Ran out of memory on {device} in {what} with compute tiles of {first} rows; it went on with tiles "
+            f"of {rows} rows.",
             OutOfMemoryWarning,
             stacklevel=stacklevel + 1,
         )
@@ -257,5 +261,6 @@ def out_of_memory_error(device: torch.device | str, what: str, detail: str = "")
     return OutOfMemoryError(
         f"torchgmm ran out of memory on {device} {where}(the parameters, and the M-step's statistics of every "
         "restart and component, are not chunked). Use fewer restarts (n_init) or components, a diagonal "
-        "covariance_type, float32 data, or another device; a smaller batch_size helps only the passes over the data."
+        "covariance_type, float32 data, or another device; a smaller batch_size helps only where the rows read "
+        "per step do not fit."
     )

@@ -134,8 +134,9 @@ class EMConfig:
     max_iter : int
         Most iterations per restart (0 keeps the initial parameters).
     rows : int, optional
-        Rows per chunk; chosen from the shapes when None. A pass that runs out of memory is run again with half
-        as many (see :func:`torchgmm.passes.retry_with_fewer_rows`).
+        Rows per compute tile; chosen from the shapes when None (the source's ``read_rows`` set how it is
+        read). A pass that runs out of memory is run again with tiles of half as many rows (see
+        :func:`torchgmm.passes.retry_with_fewer_rows`).
     """
 
     covariance: CovarianceType

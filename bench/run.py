@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -81,14 +82,32 @@ def copy_bandwidth(device: str, gib: float = 1.0) -> float:
     return 2 * a.numel() * 4 / statistics.median(times[1:]) / 1e9
 
 
+DATA_KINDS = ("isotropic", "anisotropic")
+
+
 def make_data(case: dict, seed: int = 0):
-    """A mixture of ``K`` Gaussian clusters and fixed start parameters for it."""
+    """A mixture of ``K`` Gaussian clusters and fixed start parameters for it.
+
+    ``case["data"]``: ``'isotropic'`` (equal, well-separated unit-variance clusters) or ``'anisotropic'``
+    (unequal weights, overlapping clusters of random shapes, some of them thin: the data that does not
+    flatter a library, and on which no ``exp`` falls into its slow underflow range for long).
+    """
     N, D, K = case["n_samples"], case["n_features"], case["n_components"]
     dtype = getattr(torch, case["dtype"])
     g = torch.Generator(device=case["device"]).manual_seed(seed)
-    centres = 4.0 * torch.randn(K, D, generator=g, device=case["device"], dtype=dtype)
-    labels = torch.randint(K, (N,), generator=g, device=case["device"])
-    X = centres[labels] + torch.randn(N, D, generator=g, device=case["device"], dtype=dtype)
+    if case.get("data", "isotropic") == "anisotropic":
+        centres = 2.0 * torch.randn(K, D, generator=g, device=case["device"], dtype=torch.float64)
+        eye = torch.eye(D, device=case["device"], dtype=torch.float64)
+        shapes = torch.randn(K, D, D, generator=g, device=case["device"], dtype=torch.float64) / D**0.5 + 0.3 * eye
+        draws = -torch.log(torch.rand(K, generator=g, device=case["device"], dtype=torch.float64))
+        weights = draws / draws.sum()  # Dirichlet(1, ..., 1): unequal clusters
+        labels = torch.multinomial(weights, N, replacement=True, generator=g)
+        noise = torch.randn(N, D, generator=g, device=case["device"], dtype=torch.float64)
+        X = (centres[labels] + torch.einsum("nd,nde->ne", noise, shapes[labels])).to(dtype)
+    else:
+        centres = 4.0 * torch.randn(K, D, generator=g, device=case["device"], dtype=dtype)
+        labels = torch.randint(K, (N,), generator=g, device=case["device"])
+        X = centres[labels] + torch.randn(N, D, generator=g, device=case["device"], dtype=dtype)
     rows = torch.randperm(N, generator=g, device=case["device"])[:K]
     Xd = X.to(torch.float64)
     variance = Xd.var(0)
@@ -144,8 +163,8 @@ def _status_kib(field: str) -> int:
     raise OSError(field)
 
 
-def time_library(make, iterations: int, repeats: int, device: str) -> tuple[float, float]:
-    """Seconds per EM iteration and peak memory (MiB) of one library on one case.
+def time_library(make, iterations: int, repeats: int, device: str) -> tuple[float, float, float]:
+    """Seconds per EM iteration, seconds of the whole fit and peak memory (MiB) of one library on one case.
 
     Runs in a fresh worker process, so the first fit's growth of resident
     memory (or of CUDA allocations) is the fit's peak memory.
@@ -164,7 +183,7 @@ def time_library(make, iterations: int, repeats: int, device: str) -> tuple[floa
         base()
         without.append(time.perf_counter() - start)
     per_iteration = (statistics.median(with_iters) - statistics.median(without)) / (iterations - 1)
-    return max(per_iteration, 1e-9), memory.peak_mib
+    return max(per_iteration, 1e-9), statistics.median(with_iters), memory.peak_mib
 
 
 def worker(spec: dict) -> dict:
@@ -177,10 +196,32 @@ def worker(spec: dict) -> dict:
         if spec["library"] not in LIBRARIES:
             raise Skip(f"unknown library (known: {', '.join(LIBRARIES)})")
         make = LIBRARIES[spec["library"]](X, start, case)
-        seconds, peak = time_library(make, case["iterations"], spec["repeats"], case["device"])
+        seconds, fit_seconds, peak = time_library(make, case["iterations"], spec["repeats"], case["device"])
     except Skip as reason:
         return {"skipped": str(reason)}
-    return {"seconds": seconds, "peak_mib": peak}
+    pinned = sorted(k for k in PINNING if k in os.environ)
+    return {"seconds": seconds, "fit_seconds": fit_seconds, "peak_mib": peak, "blas": _blas(), "pinned": pinned}
+
+
+def _blas() -> str:
+    """NumPy's BLAS and the kernel it runs (OpenBLAS's core type), as threadpoolctl sees it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (no threadpoolctl)"
+    found = [f"{i.get('internal_api')} {i.get('architecture') or ''}".strip() for i in threadpool_info()]
+    return ", ".join(sorted(set(found))) or "none loaded"
+
+
+# Set on some machines to pin NumPy's OpenBLAS to older kernels: unset for every worker, so that NumPy-based
+# peers run the kernels a user's machine would (torch's own BLAS ignores them).
+PINNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def worker_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in PINNING}
+    env["SCIPY_ARRAY_API"] = "1"  # scikit-learn's array API path (sklearn-torch) needs it before SciPy loads
+    return env
 
 
 def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceilings: dict) -> list[dict]:
@@ -188,12 +229,14 @@ def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceili
     timeout = config.get("timeout_s", 900)
     for name in libraries:
         row = {k: case[k] for k in ("name", "n_samples", "n_features", "n_components", "n_init")}
+        row["data"] = case.get("data", "isotropic")
         dtype = "tf32" if case.get("matmul_precision") == "high" else case["dtype"]
         row.update(covariance_type=case["covariance_type"], device=case["device"], dtype=dtype, library=name)
         spec = {"case": case, "library": name, "repeats": repeats, "threads": config.get("threads")}
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "bench.run", "--worker", json.dumps(spec)],
+                env=worker_env(),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -215,22 +258,23 @@ def run_case(case: dict, libraries: list[str], config: dict, repeats: int, ceili
 
 
 HEADER = (
-    f"{'case':<8}{'N':>9}{'D':>5}{'K':>6}{'R':>4} {'cov':<10}{'device':<7}{'dtype':<8}{'library':<13}"
-    f"{'s/iter':>10}{'GFLOP/s':>9}{'%ceil':>7}{'peak MiB':>10}{'torchgmm x':>12}"
+    f"{'case':<13}{'N':>9}{'D':>5}{'K':>6}{'R':>4} {'cov':<10}{'device':<7}{'dtype':<8}{'library':<14}"
+    f"{'s/iter':>10}{'fit s':>9}{'GFLOP/s':>9}{'%ceil':>7}{'peak MiB':>10}{'torchgmm x':>12}{'fit x':>8}"
 )
 
 
 def _line(row: dict, reference: dict) -> str:
     head = (
-        f"{row['name']:<8}{row['n_samples']:>9}{row['n_features']:>5}{row['n_components']:>6}{row['n_init']:>4} "
-        f"{row['covariance_type']:<10}{row['device']:<7}{row['dtype']:<8}{row['library']:<13}"
+        f"{row['name']:<13}{row['n_samples']:>9}{row['n_features']:>5}{row['n_components']:>6}{row['n_init']:>4} "
+        f"{row['covariance_type']:<10}{row['device']:<7}{row['dtype']:<8}{row['library']:<14}"
     )
     if "skipped" in row:
         return head + f"  skipped: {row['skipped']}"
     speedup = row["seconds"] / reference["seconds"] if "seconds" in reference else math.nan
+    fit_speedup = row["fit_seconds"] / reference["fit_seconds"] if "fit_seconds" in reference else math.nan
     return head + (
-        f"{row['seconds']:>10.4f}{row['gflops']:>9.1f}{100 * row['ceiling_fraction']:>6.0f}%"
-        f"{row['peak_mib']:>10.1f}{speedup:>12.2f}"
+        f"{row['seconds']:>10.4f}{row['fit_seconds']:>9.3f}{row['gflops']:>9.1f}{100 * row['ceiling_fraction']:>6.0f}%"
+        f"{row['peak_mib']:>10.1f}{speedup:>12.2f}{fit_speedup:>8.2f}"
     )
 
 
@@ -257,10 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     config = load_config(args.config)
     defaults = config.get("defaults", {})
-    cases = [{**defaults, **case} for case in config["cases"]]
+    cases = []
+    for case in config["cases"]:  # every case on each kind of data (config or case: data: [isotropic, ...])
+        for kind in case.get("data", config.get("data", list(DATA_KINDS))):
+            suffix = "" if kind == "isotropic" else "-aniso"
+            cases.append({**defaults, **case, "data": kind, "name": case["name"] + suffix, "base": case["name"]})
     if args.cases:
         wanted = set(args.cases.split(","))
-        cases = [c for c in cases if c["name"] in wanted]
+        cases = [c for c in cases if c["name"] in wanted or c["base"] in wanted]  # "A": both kinds of data
     device = defaults.get("device", "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("skipped: no CUDA device")

@@ -30,6 +30,10 @@ CASES = {
     "diag-f32": dict(n=200_000, d=32, k=32, covariance_type="diag", dtype="float32"),
     "spherical-f32": dict(n=200_000, d=32, k=32, covariance_type="spherical", dtype="float32"),
     "full-f32-restarts": dict(n=50_000, d=8, k=8, covariance_type="full", dtype="float32", n_init=4),
+    # the README's cases B and A-R8 (issue 16: the quadratic kernel for full and tied in float32)
+    "full-f32-B": dict(n=20_000, d=64, k=32, covariance_type="full", dtype="float32"),
+    "full-f32-A-R8": dict(n=100_000, d=16, k=16, covariance_type="full", dtype="float32", n_init=8),
+    "tied-f32-B": dict(n=20_000, d=64, k=32, covariance_type="tied", dtype="float32"),
     "diag-f32-chunked": dict(n=200_000, d=16, k=16, covariance_type="diag", dtype="float32", batch_size=4096),
     # tiny: the per-iteration Python overhead of the loop, M-step and repairs bookkeeping dominates
     "overhead-full": dict(n=2_000, d=2, k=3, covariance_type="full", dtype="float64"),

@@ -90,8 +90,8 @@ def working_dtypes(monkeypatch):
     chosen = []
     original = torchgmm.passes.working_dtype
 
-    def recording(params, covariance):
-        dtype = original(params, covariance)
+    def recording(params, covariance, rounding=None):
+        dtype = original(params, covariance, rounding)
         chosen.append(dtype)
         return dtype
 

@@ -253,10 +253,20 @@ MUTATIONS: list[Mutation] = [
         "no-float64-fallback",
         "maths",
         "torchgmm/passes.py",
-        "    if float(distance.max()) * torch.finfo(dtype).eps > FOLDING_TOLERANCE:",
-        "    if False:",
+        "    return torch.float64 if rounding > FOLDING_TOLERANCE else dtype",
+        "    return dtype",
         ("tests/test_repair.py::test_float32_tight_clusters_far_apart", "tests/test_repair.py::test_working_dtype"),
         "float32 passes never switch to float64, even when the folded densities round by nats",
+    ),
+    Mutation(
+        "fold-rounding-squared-for-whitened",
+        "maths",
+        "torchgmm/passes.py",
+        "    if covariance.triangular:\n        return 2.0 * eps",
+        "    if False:\n        return 2.0 * eps",
+        ("tests/test_kernels.py::test_whitened_float32_stays_float32_for_thin_components_far_in_their_own_units",),
+        "the whitened kernel's rounding is estimated as eps |mu|_P^2 (the expansion's): float32 fits of thin "
+        "components run in float64 for nothing",
     ),
     Mutation(
         "pivot-rule-off",

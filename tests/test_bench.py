@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,17 @@ pytest.importorskip("yaml")
 
 
 def run_bench(*args):
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_L2_SIZE="1048576")  # as on the CI machines
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_tiny_cpu_bench_prints_a_table_and_json(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "threads: 1\nrepeats: 2\nceiling_size: 256\nlibraries: [torchgmm, scikit-learn, nosuchpeer]\n"
+        "threads: 1\nrepeats: 2\nceiling_size: 256\n"
+        "libraries: [torchgmm, scikit-learn, sklearn-torch, cuvs, nosuchpeer]\n"
         "defaults: {device: cpu, dtype: float32, iterations: 3, n_init: 1, covariance_type: full}\n"
         "cases:\n  - {name: t, n_samples: 2000, n_features: 4, n_components: 3}\n"
         "  - {name: t-diag, n_samples: 2000, n_features: 4, n_components: 3, covariance_type: diag, n_init: 2}\n"
@@ -29,11 +34,20 @@ def test_tiny_cpu_bench_prints_a_table_and_json(tmp_path):
     out = run_bench("--config", str(config), "--out", str(tmp_path / "rows.json"))
     assert out.returncode == 0, out.stderr
     assert "matmul ceiling" in out.stdout and "torchgmm x" in out.stdout
-    assert "skipped: unknown library" in out.stdout
+    assert "skipped: unknown library" in out.stdout and "skipped: GPU only" in out.stdout  # (cuvs on CPU)
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     timed = [r for r in rows if "seconds" in r]
-    assert {r["library"] for r in timed} == {"torchgmm", "scikit-learn"}
-    assert all(r["seconds"] > 0 and r["gflops"] > 0 for r in timed)
+    assert {r["library"] for r in timed} == {"torchgmm", "scikit-learn", "sklearn-torch"}
+    assert all(r["seconds"] > 0 and r["gflops"] > 0 and r["fit_seconds"] > r["seconds"] for r in timed)
+    # every case on both kinds of data, named apart
+    assert {(r["name"], r["data"]) for r in rows} == {
+        ("t", "isotropic"),
+        ("t-aniso", "anisotropic"),
+        ("t-diag", "isotropic"),
+        ("t-diag-aniso", "anisotropic"),
+    }
+    # NumPy-based peers run unpinned OpenBLAS kernels: the workers' environment drops the pinning variables
+    assert all(r["pinned"] == [] for r in timed) and all(r["blas"] for r in timed)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

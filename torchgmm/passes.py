@@ -1,8 +1,9 @@
-"""Passes over the data: chunk sizes, the compute dtype, the E-step pass, statistics of given
-responsibilities, predictions mapped over chunks, and what happens when memory runs out.
+"""Passes over the data: tile sizes, the kernel and compute dtype, the E-step pass, statistics of given
+responsibilities, predictions mapped over tiles, and what happens when memory runs out.
 
-Owns everything that reads a :class:`~torchgmm.data.ScannedData` chunk by chunk: how many rows a chunk holds
-(:func:`chunk_rows`), whether a float32 pass must run in float64 (:func:`working_dtype`), the flushes of
+Owns everything that reads a :class:`~torchgmm.data.ScannedData` tile by tile: how many rows a compute tile
+holds (:func:`chunk_rows`; the rows read per step are the source's ``batch_size``), which kernel a pass uses
+and whether a float32 pass must run in float64 (:func:`choose_kernel`, :func:`working_dtype`), the flushes of
 float32 partial sums into float64, the sums across processes, and the restart of a pass in smaller chunks when
 an allocation fails (:func:`retry_with_fewer_rows`). Must not: decide anything about restarts, convergence or
 repairs (:mod:`torchgmm.trainer`, :mod:`torchgmm.mstep`), nor hold state between passes: a pass is a pure
@@ -18,6 +19,7 @@ change.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import TypeVar
@@ -30,12 +32,15 @@ from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import ACCUMULATE_DTYPE, MixtureParameters, Statistics, estimate_log_prob_resp, sufficient_statistics
 from torchgmm.exceptions import OutOfMemoryError, OutOfMemoryWarning
-from torchgmm.kernels import kernel_for
+from torchgmm.kernels import Kernel, kernel_for
 
 __all__ = [
     "FOLDING_TOLERANCE",
     "chunk_rows",
     "working_dtype",
+    "fold_rounding",
+    "largest_distance",
+    "choose_kernel",
     "e_step",
     "statistics_from_resp",
     "map_chunks",
@@ -79,42 +84,78 @@ def chunk_rows(n_samples: int, elements_per_row: int, device: torch.device, rows
     return max(1, min(n_samples, rows))
 
 
-def working_dtype(params: MixtureParameters, covariance: CovarianceType) -> torch.dtype:
+def largest_distance(params: MixtureParameters, covariance: CovarianceType) -> float:
+    """``max |mu|_P^2``: the largest squared Mahalanobis distance of a component's mean from the data mean.
+
+    The data are centred on their mean, so this is how far the products of a pass reach from the origin in
+    each component's own units. One host synchronisation.
+    """
+    means = params.means.to(torch.float64)
+    origin = means.new_zeros(1, means.shape[-1])
+    return float(covariance.mahalanobis(origin, means, params.precisions_cholesky.to(torch.float64)).max())
+
+
+def fold_rounding(params: MixtureParameters, covariance: CovarianceType) -> float:
+    """The rounding, in nats, of a density whose mean is folded into the products of its kernel.
+
+    Full and tied (``[x, 1] @ [[P], [-mu P]]``): the whitened residual ``y = (x - mu) P`` is a difference of
+    terms of size ``|mu|_P``, so it is off by about ``eps |mu|_P`` and its squared norm, about ``D`` near the
+    component, by ``2 eps |mu|_P sqrt(D)``. Diag and spherical (``[x^2, x, 1] @ [-p/2, p mu, c]``): the terms
+    themselves are of size ``|mu|_P^2``, so ``eps |mu|_P^2``. Zero in float64. One host synchronisation.
+    """
+    dtype = params.means.dtype
+    if dtype == torch.float64:
+        return 0.0
+    squared = largest_distance(params, covariance)
+    eps = torch.finfo(dtype).eps
+    if covariance.triangular:
+        return 2.0 * eps * math.sqrt(squared * params.means.shape[-1])
+    return eps * squared
+
+
+def working_dtype(params: MixtureParameters, covariance: CovarianceType, rounding: float | None = None) -> torch.dtype:
     """The dtype a pass over the data should compute in: that of ``params``, or float64.
 
-    The E-step folds each mean into its matrix products (``[x, 1] @ [[P], [-mu P]]``
-    for full and tied, ``[x^2, x, 1] @ [-p/2, p mu, c]`` for diag and spherical), so a
-    density carries a rounding error of about ``eps * |mu|_P^2`` nats, the squared
-    Mahalanobis distance of the component's mean from the data mean. That is
-    harmless for clusters within a few hundred standard deviations of each other
-    and garbage for tight clusters far apart (or a float32 component squeezed
-    by a repair): past :data:`FOLDING_TOLERANCE`, float32 passes run in float64.
-    One host synchronisation per pass.
+    The E-step folds each mean into its matrix products, so a float32 density carries the rounding of
+    :func:`fold_rounding`: harmless for full and tied covariances even for thin components far from the
+    data mean (about 2e-3 nats for a mean 1000 of its own standard deviations away in 64 dimensions), and
+    for diag and spherical for clusters within a few hundred standard deviations of each other; garbage for
+    tight clusters far apart (or a float32 component squeezed by a repair). Past :data:`FOLDING_TOLERANCE`,
+    float32 passes run in float64. One host synchronisation per pass, unless ``rounding`` is given.
     """
     dtype = params.means.dtype
     if dtype == torch.float64:
         return dtype
-    means = params.means.to(torch.float64)
-    origin = means.new_zeros(1, means.shape[-1])
-    distance = covariance.mahalanobis(origin, means, params.precisions_cholesky.to(torch.float64))
-    if float(distance.max()) * torch.finfo(dtype).eps > FOLDING_TOLERANCE:
-        return torch.float64
-    return dtype
+    if rounding is None:
+        rounding = fold_rounding(params, covariance)
+    return torch.float64 if rounding > FOLDING_TOLERANCE else dtype
+
+
+def choose_kernel(params: MixtureParameters, covariance: CovarianceType) -> tuple[Kernel, torch.dtype]:
+    """The kernel of ``covariance``'s type and the dtype a pass with ``params`` computes in (one host sync).
+
+    The one place a pass's formulation is decided, once per pass, before its tiles are sized.
+    """
+    return kernel_for(covariance), working_dtype(params, covariance)
 
 
 def e_step(
-    data: ScannedData, params: MixtureParameters, covariance: CovarianceType, rows: int | None = None
+    data: ScannedData,
+    params: MixtureParameters,
+    covariance: CovarianceType,
+    rows: int | None = None,
+    chosen: tuple[Kernel, torch.dtype] | None = None,
 ) -> Statistics:
     """One pass over the data: log-likelihood and statistics about the current means, summed over ranks.
 
-    Each chunk is read once; its responsibilities are used and dropped. Chunks add into buffers of the compute
+    Each tile is read once; its responsibilities are used and dropped. Tiles add into buffers of the compute
     dtype (the scatter through the matrix product's own accumulation), flushed into float64 every
-    ``_FLUSH_ROWS`` rows, so long passes keep float64-like accuracy.
+    ``_FLUSH_ROWS`` rows, so long passes keep float64-like accuracy. ``chosen`` is :func:`choose_kernel`'s
+    answer when the caller already has it; ``rows`` sets the tile (a retry after running out of memory).
     """
     R, K, D = params.means.shape
-    kernel = kernel_for(covariance)
+    kernel, work = chosen or choose_kernel(params, covariance)
     rows = chunk_rows(data.n_samples, kernel.elements_per_row(R, K, D), data.device, rows)
-    work = working_dtype(params, covariance)
     means, precisions_cholesky = params.means.to(work), params.precisions_cholesky.to(work)
     prepared = kernel.prepare(params.weights.to(work), means, precisions_cholesky)
     zeros = Statistics.zeros(covariance, R, K, D, work, data.device)

@@ -25,9 +25,8 @@ import torch
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
-from torchgmm.kernels import kernel_for
 from torchgmm.mstep import RepairState, maximise, repaired_restarts
-from torchgmm.passes import chunk_rows, e_step, retry_with_fewer_rows
+from torchgmm.passes import choose_kernel, chunk_rows, e_step, retry_with_fewer_rows
 
 __all__ = ["EMState", "EMConfig", "Observer", "Observers", "Callback", "Progress", "run_em"]
 
@@ -257,9 +256,10 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
     current = state.params if len(active) == R else state.params.select(index)
     # the rows asked for, or fewer once memory ran out with them
     cap = rows if state.rows is None else state.rows if rows is None else min(rows, state.rows)
-    planned = chunk_rows(data.n_samples, kernel_for(covariance).elements_per_row(len(active), K, D), device, cap)
+    chosen = choose_kernel(current, covariance)  # the kernel sizes the tiles
+    planned = chunk_rows(data.n_samples, chosen[0].elements_per_row(len(active), K, D), device, cap)
     stats, used = retry_with_fewer_rows(
-        lambda n: e_step(data, current, covariance, n), planned, "the E-step", device, 7
+        lambda n: e_step(data, current, covariance, n, chosen), planned, "the E-step", device, 7
     )
     # The bound is the mean log-likelihood of the parameters before this M-step.
     new_bound = stats.log_likelihood / data.n_samples

@@ -64,14 +64,10 @@ def torchgmm_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
     return make
 
 
-def sklearn_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
-    if not case["device"].startswith("cpu"):
-        raise Skip("CPU only")
-    try:
-        from sklearn.mixture import GaussianMixture
-    except ImportError:
-        raise Skip("not installed") from None
-    start = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in start.items()}
+def _sklearn_make(data, start: dict, case: dict, array_api: bool) -> Callable[[int], Callable[[], None]]:
+    """``make`` for scikit-learn's GaussianMixture on ``data`` (NumPy, or tensors under ``array_api_dispatch``)."""
+    import sklearn
+    from sklearn.mixture import GaussianMixture
 
     def make(iterations):
         # scikit-learn runs its restarts one after the other; random_from_data is the
@@ -88,13 +84,25 @@ def sklearn_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
         )
 
         def run():
-            with warnings.catch_warnings():
+            with sklearn.config_context(array_api_dispatch=array_api), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                gm.fit(X)
+                gm.fit(data)
+            _sync(case["device"])
 
         return run
 
     return make
+
+
+def sklearn_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    if not case["device"].startswith("cpu"):
+        raise Skip("CPU only")
+    try:
+        import sklearn.mixture  # noqa: F401
+    except ImportError:
+        raise Skip("not installed") from None
+    start = {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in start.items()}
+    return _sklearn_make(X, start, case, array_api=False)
 
 
 def sklearn_array_api_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
@@ -106,34 +114,13 @@ def sklearn_array_api_fit(X, start, case) -> Callable[[int], Callable[[], None]]
     which the given start then replaces, as for scikit-learn on NumPy.
     """
     try:
-        import sklearn
-        from sklearn.mixture import GaussianMixture
+        import sklearn.mixture  # noqa: F401
     except ImportError:
         raise Skip("not installed") from None
     device = case["device"]
     data = torch.as_tensor(X, device=device)
     start = {k: torch.as_tensor(np.asarray(v), device=device, dtype=data.dtype) for k, v in start.items()}
-
-    def make(iterations):
-        gm = GaussianMixture(
-            case["n_components"],
-            covariance_type=case["covariance_type"],
-            n_init=case["n_init"],
-            tol=0.0,
-            max_iter=iterations,
-            init_params="random_from_data",
-            random_state=0,
-            **start,
-        )
-
-        def run():
-            with sklearn.config_context(array_api_dispatch=True), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gm.fit(data)
-            _sync(device)
-
-        return run
-
+    make = _sklearn_make(data, start, case, array_api=True)
     try:  # a case it cannot run (an old scikit-learn, SciPy without array API support) is a skip, with why
         make(1)()
     except Exception as exc:  # noqa: BLE001 - any refusal of the library is reported in the table

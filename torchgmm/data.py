@@ -479,11 +479,19 @@ def is_chunked(X: Any) -> bool:
 def make_source(X: Any, batch_size: int | None = None) -> DataSource:
     """The :class:`DataSource` for ``X`` (see the module docstring for what ``X`` may be); :func:`scan` it next.
 
+    ``batch_size`` becomes the source's ``read_rows`` (and a ``Dataset``'s ``DataLoader`` batch).
+
     Raises
     ------
     ValueError
         If ``X`` is an iterator that can be read only once.
     """
+    source = _source_for(X, batch_size)
+    source.read_rows = batch_size
+    return source
+
+
+def _source_for(X: Any, batch_size: int | None) -> DataSource:
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     if isinstance(X, Tensor):
@@ -518,7 +526,6 @@ def input_source(
     """
     if is_chunked(X):
         source = make_source(X, batch_size)
-        source.read_rows = batch_size
         first = source.peek()
         if n_features is not None and first.shape[-1] != n_features:
             raise ValueError(
@@ -526,9 +533,8 @@ def input_source(
             )
         return source, (first if source.gives_tensors else np.empty(0)), first
     first = check_array(X, n_features=n_features)
-    source = TensorSource(first)
-    source.read_rows = batch_size  # (views of the tensor: it only sets how passes step through it)
-    return source, X, first
+    # (views of the tensor: batch_size only sets how passes step through it)
+    return make_source(first, batch_size), X, first
 
 
 def scanned(X: Tensor, dtype: torch.dtype | None = None) -> ScannedData:

@@ -103,6 +103,27 @@ MUTATIONS: list[Mutation] = [
         quick=True,
     ),
     Mutation(
+        "tiles-as-large-as-reads",
+        "passes",
+        "torchgmm/data.py",
+        "for piece in torch.split(raw, rows))",
+        "for piece in torch.split(raw, block))",
+        ("tests/test_memory.py::test_a_large_batch_size_reads_large_steps_but_keeps_the_tiles",),
+        "each step of batch_size rows is computed whole: temporaries grow with batch_size again",
+    ),
+    Mutation(
+        "batch-size-not-read-rows",
+        "passes",
+        "torchgmm/data.py",
+        "    source.read_rows = batch_size\n",
+        "    source.read_rows = None\n",
+        (
+            "tests/test_memory.py::test_a_large_batch_size_reads_large_steps_but_keeps_the_tiles",
+            "tests/test_faults.py::test_retries_halve_the_compute_tiles_not_the_rows_read",
+        ),
+        "batch_size no longer sets the rows read per step: a memmap is read one tile at a time whatever is asked",
+    ),
+    Mutation(
         "chunk-start-not-advanced",
         "passes",
         "torchgmm/data.py",

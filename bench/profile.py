@@ -4,6 +4,8 @@ Usage::
 
     python -m bench.profile --config configs/bench-gpu.yaml --case G-diag [--iterations 3] [--rows 25]
 
+A case name with ``-aniso`` appended runs the case on anisotropic, overlapping clusters, as the bench does.
+
 Fits the case (data and start as in the bench) once to warm up, then profiles a
 fit of ``--iterations`` iterations and prints the operators sorted by their
 own device time (CPU time on CPU).
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     cases = {c["name"]: {**config.get("defaults", {}), **c} for c in config["cases"]}
+    cases.update({f"{name}-aniso": {**case, "data": "anisotropic"} for name, case in list(cases.items())})
     if args.case not in cases:
         raise SystemExit(f"no case {args.case!r}; the config has {', '.join(cases)}")
     case = cases[args.case]

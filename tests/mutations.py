@@ -238,7 +238,7 @@ MUTATIONS: list[Mutation] = [
         "scatter-weighted-by-r",
         "maths",
         "torchgmm/kernels.py",
-        "        Y.mul_(resp.sqrt_().mT.unsqueeze(-1))",
+        "        Y.mul_(sqrt_(resp).mT.unsqueeze(-1))",
         "        Y.mul_(resp.mT.unsqueeze(-1))",
         ("tests/test_properties.py::test_lower_bound_never_decreases_before_a_repair",),
         "the whitened residuals are weighted by r instead of sqrt(r), so the scatter carries r squared",

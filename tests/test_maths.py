@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 from conftest import COVARIANCE_TYPES, make_blobs
 from scipy.stats import multivariate_normal
@@ -171,6 +173,33 @@ def test_fast_exp_and_logsumexp(dtype):
     assert bool((y[x < torch.log(torch.tensor(tiny, dtype=dtype))] == 0).all())  # underflow is exactly 0
     big = x > -50
     torch.testing.assert_close(y[big], torch.exp(x[big]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sqrt_keeps_zeros_exact(dtype):
+    from torchgmm._math import sqrt_
+
+    tiny = torch.finfo(dtype).tiny
+    x = torch.tensor([0.0, tiny, 4 * tiny, 1e-30, 0.25, 1.0, 9e6], dtype=dtype)
+    expected = np.sqrt(x.numpy())
+    expected[1] = 0.0  # the smallest normal number itself is taken as zero (no responsibility is that small)
+    np.testing.assert_array_equal(sqrt_(x.clone()).numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_responsibilities_have_no_denormals(dtype):
+    """Entries that would be denormal after the division by the total are exact zeros; the rest are softmax."""
+    from torchgmm._math import normalise_
+
+    tiny = torch.finfo(dtype).tiny
+    K = 64
+    log_prob = torch.empty(500, K, dtype=dtype).uniform_(math.log(tiny) - 5, math.log(tiny) + 8)
+    log_prob[:, :K:2] = torch.empty(500, K // 2, dtype=dtype).uniform_(-1, 0)  # totals up to K / 2
+    log_norm, resp = normalise_(log_prob.clone())
+    assert bool(((resp == 0) | (resp >= tiny)).all())
+    expected = np.exp(log_prob.numpy() - log_norm.numpy()[:, None])
+    np.testing.assert_allclose(resp.numpy(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)
+    np.testing.assert_allclose(log_norm.numpy(), scipy.special.logsumexp(log_prob.numpy(), axis=1), rtol=1e-6)
 
 
 def fit_many_nearly_empty_components(covariance_type: str, device: str) -> None:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchgmm._math import normalise_
+from torchgmm._math import normalise_, sqrt_
 from torchgmm.covariance import LOG_2PI, CovarianceType, pad_ones
 from torchgmm.em import Statistics
 
@@ -99,16 +99,18 @@ class WhitenedKernel(Kernel):
 
     def accumulate(self, X, prepared: PreparedWhitened, into):
         means = prepared.means
-        Y = pad_ones(X) @ prepared.whiten
+        whiten = prepared.whiten
+        R, K, F, D = whiten.shape
+        # bmm of the rows broadcast over R * K (stride 0), not matmul, which copies them R * K times first
+        Y = torch.bmm(pad_ones(X).expand(R * K, -1, -1), whiten.reshape(R * K, F, D)).view(R, K, -1, D)
         log_prob = torch.add(prepared.constant, torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
         log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
         into.log_likelihood.add_(log_prob_norm.sum(-1, dtype=into.log_likelihood.dtype))
         nk = resp.sum(1)
         into.nk.add_(nk)
         into.s1.add_(resp.mT @ X).sub_(nk.unsqueeze(-1) * means)
-        Y.mul_(resp.sqrt_().mT.unsqueeze(-1))
+        Y.mul_(sqrt_(resp).mT.unsqueeze(-1))
         # out += Y^T Y per covariance (summed over components when tied), accumulated by the product itself
-        R, K, n, D = Y.shape
         out = into.s2
         groups = R * out.shape[1]
         rows = Y.view(groups, -1, D)

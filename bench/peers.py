@@ -9,6 +9,7 @@ run the case, raises :class:`Skip` with the reason printed in the table.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -62,6 +63,12 @@ def torchgmm_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
         return run
 
     return make
+
+
+def torchgmm_torch_kernels_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
+    """torchgmm held to its torch kernels (``TORCHGMM_KERNEL=torch``): on CUDA, the fused Triton E-step's baseline."""
+    os.environ["TORCHGMM_KERNEL"] = "torch"  # the worker is a process of its own
+    return torchgmm_fit(X, start, case)
 
 
 def _sklearn_make(data, start: dict, case: dict, array_api: bool) -> Callable[[int], Callable[[], None]]:
@@ -229,6 +236,7 @@ def pycave_fit(X, start, case) -> Callable[[int], Callable[[], None]]:
 
 LIBRARIES = {
     "torchgmm": torchgmm_fit,
+    "torchgmm-torch": torchgmm_torch_kernels_fit,
     "scikit-learn": sklearn_fit,
     "sklearn-torch": sklearn_array_api_fit,
     "cuvs": cuvs_fit,

@@ -103,7 +103,11 @@ def make_data(case: dict, seed: int = 0):
         weights = draws / draws.sum()  # Dirichlet(1, ..., 1): unequal clusters
         labels = torch.multinomial(weights, N, replacement=True, generator=g)
         noise = torch.randn(N, D, generator=g, device=case["device"], dtype=torch.float64)
-        X = (centres[labels] + torch.einsum("nd,nde->ne", noise, shapes[labels])).to(dtype)
+        X = centres[labels]
+        for k in range(K):  # per cluster: shapes[labels] would be N x D x D (131 GB at N=1M, D=128)
+            rows = (labels == k).nonzero().squeeze(1)
+            X.index_add_(0, rows, noise.index_select(0, rows) @ shapes[k])
+        X = X.to(dtype)
     else:
         centres = 4.0 * torch.randn(K, D, generator=g, device=case["device"], dtype=dtype)
         labels = torch.randint(K, (N,), generator=g, device=case["device"])

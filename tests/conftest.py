@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Without a GPU, Triton kernels run in its CPU interpreter; the choice is made when torchgmm.fused is imported
+# (Triton decides at decoration time), so before torchgmm is.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Every attribute fit sets (the library's one schema): a failed fit must leave none of them behind.
 from torchgmm.model import FITTED_ATTRIBUTES

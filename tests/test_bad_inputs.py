@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchgmm
+import torchgmm.fused
 import torchgmm.online
 import torchgmm.passes
 import torchgmm.trainer
@@ -492,6 +493,14 @@ def _out_of_memory_distributed() -> None:
         torchgmm.passes.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
 
 
+def _with_kernel_env(value: str, run: Callable[[], Any], triton_missing: bool = False) -> Any:
+    with mock.patch.dict(os.environ, {torchgmm.fused.KERNEL_ENV: value}):
+        if not triton_missing:
+            return run()
+        with mock.patch.object(torchgmm.fused, "triton", None):
+            return run()
+
+
 CASES: dict[str, Callable[[], Any]] = {
     # -- estimator parameters
     "n-components-type": lambda: _each(
@@ -561,6 +570,8 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("matmul_precision", "tf32"),
         lambda: _fitted().set_params(matmul_precision="low").predict(X),
     ),
+    "kernel-env-unknown": lambda: _with_kernel_env("cuda", lambda: _fit()),
+    "kernel-env-no-triton": lambda: _with_kernel_env("triton", lambda: _fit(), triton_missing=True),
     "learning-decay-type": lambda: _step_size_parameter("learning_decay", "0.7"),
     "learning-decay-above-one": lambda: _step_size_parameter("learning_decay", 2),
     "learning-decay-too-small": lambda: _step_size_parameter("learning_decay", 0.5),

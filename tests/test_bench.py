@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,16 @@ def test_faults_bench_runs_quick():
     assert "checkpoint_interval=1" in out.stdout and "x no checkpoint" in out.stdout
     table = [line for line in out.stdout.splitlines() if line.startswith("| ") and "case" not in line]
     assert len(table) == 20 and all(line.split("|")[3].strip().startswith("ok, bound") for line in table)  # torchgmm
+
+
+def test_tf32_emulation_rounds_to_ten_mantissa_bits():
+    from bench.tf32 import tf32
+
+    values = torch.tensor([1.0, 1.0 + 2.0**-10, 1.0 + 2.0**-12, 1.0 + 3 * 2.0**-12, -3.14159265, 1e-30, 6.5e4])
+    rounded = tf32(values).numpy()
+    expected = []
+    for v in values.tolist():  # the nearest number with 10 bits after the binary point of its mantissa
+        exponent = np.floor(np.log2(abs(v)))
+        step = 2.0 ** (exponent - 10)
+        expected.append(np.round(v / step) * step)
+    np.testing.assert_array_equal(rounded, np.float32(expected))

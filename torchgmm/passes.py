@@ -27,7 +27,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from torchgmm import distributed
+from torchgmm import distributed, fused
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import ACCUMULATE_DTYPE, MixtureParameters, Statistics, estimate_log_prob_resp, sufficient_statistics
@@ -134,9 +134,19 @@ def working_dtype(params: MixtureParameters, covariance: CovarianceType, roundin
 def choose_kernel(params: MixtureParameters, covariance: CovarianceType) -> tuple[Kernel, torch.dtype]:
     """The kernel of ``covariance``'s type and the dtype a pass with ``params`` computes in (one host sync).
 
-    The one place a pass's formulation is decided, once per pass, before its tiles are sized.
+    The one place a pass's formulation is decided, once per pass, before its tiles are sized: the fused
+    Triton E-step (:mod:`torchgmm.fused`) for float32 passes on CUDA when Triton is installed, the torch
+    kernels (:mod:`torchgmm.kernels`) otherwise. The environment variable ``TORCHGMM_KERNEL`` overrides the
+    choice: ``torch`` always takes the torch kernels; ``triton`` also runs the fused one in Triton's CPU
+    interpreter when ``TRITON_INTERPRET=1`` (for tests; it is slow).
     """
-    return kernel_for(covariance), working_dtype(params, covariance)
+    choice = fused.requested()
+    work = working_dtype(params, covariance)
+    device = params.means.device
+    runs_here = device.type == "cuda" or (choice == "triton" and fused.interpreted() and device.type == "cpu")
+    if choice != "torch" and fused.available() and work == torch.float32 and runs_here:
+        return fused.kernel_for(covariance), work
+    return kernel_for(covariance), work
 
 
 def e_step(

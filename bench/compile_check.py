@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             kernel = compile(
                 ASTSource(getattr(fused, name), {**signature, **dict.fromkeys(constants, "constexpr")}, constants),
                 target=target,
+                options={"num_warps": fused.warps(constants["BD"])},  # as the kernel launches it
             )
         except Exception as exc:  # report every kernel, then fail
             failures += 1

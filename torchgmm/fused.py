@@ -111,6 +111,12 @@ def _block(size: int) -> int:
     return max(16, 1 << max(0, math.ceil(math.log2(max(1, size)))))
 
 
+def warps(block_features: int) -> int:
+    """Warps per program: 8 from 64 (padded) features on, where 4 warps spill the ``D x D`` tiles to local memory
+    (``python -m bench.compile_check``: 2000 B per thread at D=64 with 4 warps, none with 8)."""
+    return 8 if block_features >= 64 else 4
+
+
 if triton is not None:
 
     @triton.jit
@@ -351,6 +357,7 @@ class FusedKernel(Kernel):
         if n == 0:
             return
         BD = _block(D)
+        num_warps = warps(BD)
         # fewer rows per program where the per-row tiles are wide (registers), at least 16 (tensor cores)
         BN = 16 if interpreted() else max(16, min(128, 8192 // BD))
         lse = torch.empty(R, n, dtype=torch.float32, device=X.device)
@@ -363,7 +370,7 @@ class FusedKernel(Kernel):
         if self.covariance.triangular:
             tf32 = torch.get_float32_matmul_precision() != "highest" and X.is_cuda
             _full_norm[(triton.cdiv(n, BN), R)](
-                X, prepared.factors, prepared.constant, prepared.means, lse, n, D, K, BN, BD, tf32
+                X, prepared.factors, prepared.constant, prepared.means, lse, n, D, K, BN, BD, tf32, num_warps=num_warps
             )
             nk = torch.empty(segments, R, K, **f32)
             s1 = torch.empty(segments, R, K, D, **f32)
@@ -384,6 +391,7 @@ class FusedKernel(Kernel):
                 BN,
                 BD,
                 tf32,
+                num_warps=num_warps,
             )
             s2 = s2.sum(0, dtype=torch.float64)
             if not self.covariance.per_component:
@@ -392,12 +400,14 @@ class FusedKernel(Kernel):
             F = prepared.factors.shape[1]
             Q = F - D - 1
             BK = 16
-            _expanded_norm[(triton.cdiv(n, BN), R)](X, prepared.factors, lse, n, F, K, D, Q, BN, BD, BK)
+            _expanded_norm[(triton.cdiv(n, BN), R)](
+                X, prepared.factors, lse, n, F, K, D, Q, BN, BD, BK, num_warps=num_warps
+            )
             nk = torch.empty(segments, R, K, **f32)
             s1 = torch.empty(segments, R, K, D, **f32)
             s2 = torch.empty(segments, R, K, Q, **f32)
             _expanded_stats[(segments, R, triton.cdiv(K, BK))](
-                X, prepared.factors, lse, nk, s1, s2, n, segment_rows, F, K, D, Q, BN, BD, BK
+                X, prepared.factors, lse, nk, s1, s2, n, segment_rows, F, K, D, Q, BN, BD, BK, num_warps=num_warps
             )
             s2 = s2.sum(0, dtype=torch.float64)
         into.log_likelihood.add_(lse.sum(-1, dtype=into.log_likelihood.dtype))

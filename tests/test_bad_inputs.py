@@ -39,7 +39,7 @@ import torchgmm.fused
 import torchgmm.online
 import torchgmm.passes
 import torchgmm.trainer
-from torchgmm import GaussianMixture, GaussianMixtureModule, cli
+from torchgmm import GaussianMixture, GaussianMixtureModule, GaussianMixtureSelection, cli
 from torchgmm.exceptions import compatible
 
 DOC = Path(__file__).parents[1] / "docs" / "errors.md"
@@ -493,6 +493,10 @@ def _out_of_memory_distributed() -> None:
         torchgmm.passes.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
 
 
+def _select(**params: Any) -> Any:
+    return GaussianMixtureSelection(**{"n_components": [1, 2], "max_iter": 5, **params}).fit(X)
+
+
 def _with_kernel_env(value: str, run: Callable[[], Any], triton_missing: bool = False) -> Any:
     with mock.patch.dict(os.environ, {torchgmm.fused.KERNEL_ENV: value}):
         if not triton_missing:
@@ -740,6 +744,21 @@ CASES: dict[str, Callable[[], Any]] = {
     "memmap-complex": lambda: GaussianMixture(2).fit(np.load(_npy("complex.npy", X.astype(complex)), mmap_mode="r")),
     "memmap-truncated": _truncated_memmap,
     # -- the torch module
+    "selection-k-empty": lambda: _each(lambda: _select(n_components=range(1, 1)), lambda: _select(n_components=[])),
+    "selection-k-type": lambda: _each(
+        lambda: _select(n_components="1-8"), lambda: _select(n_components=2.5), lambda: _select(n_components=[2, 3.5])
+    ),
+    "selection-k-range": lambda: _select(n_components=range(0, 3)),
+    "selection-k-above-rows": lambda: _select(n_components=range(1, len(X) + 2)),
+    "selection-covariance-types": lambda: _each(
+        lambda: _select(covariance_types=("full", "banana")), lambda: _select(covariance_types=())
+    ),
+    "selection-criterion-unknown": lambda: _select(criterion="bic2"),
+    "selection-validation-fraction": lambda: _each(
+        lambda: _select(criterion="held-out", validation_fraction=0.0),
+        lambda: _select(criterion="held-out", validation_fraction=1.0),
+    ),
+    "selection-held-out-too-few-rows": lambda: _select(criterion="held-out", validation_fraction=0.001),
     "module-param-not-tensor": lambda: _each(
         lambda: _module(weights=None),
         lambda: _module(weights="ab"),
@@ -1027,9 +1046,10 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("predict", _model_file(), _npy("X3.npy", X3)),
         _cli("score", _model_file(), _npy("X3.npy", X3)),
     ],
-    "cli-select-nothing-fitted": lambda: [
-        _cli("select", _data(), "-k", "1", "--n-init", "0"),
+    "cli-select-nothing-fitted": lambda: _cli("select", _data(), "-k", "1,2", "--n-init", "0"),
+    "cli-select-k-above-rows": lambda: [
         _cli("select", _data(), "-k", "100"),
+        _cli("select", _data(), "-k", "1-100"),
     ],
     "cli-checkpoint-other-fit": lambda: [
         _cli("fit", _data(), "-k", "3", "--checkpoint", _checkpoint(), *_out()),

@@ -45,8 +45,16 @@ def _block(marker: str) -> str:
 
 
 def test_choosing_k_picks_the_three_clusters(monkeypatch):
-    namespace = _run(_block("bic = {k:"), monkeypatch)
-    assert namespace["best"] == 3
+    namespace = _run(_block("GaussianMixtureSelection("), monkeypatch)
+    assert namespace["best"] == {"n_components": 3, "covariance_type": "spherical"}
+    # the same choice as looping over the candidates by hand
+    X = namespace["X"]
+    bic = {
+        (k, t): GaussianMixture(k, covariance_type=t, n_init=2, random_state=0).fit(X).bic(X)
+        for t in ("full", "tied", "diag", "spherical")
+        for k in range(1, 7)
+    }
+    assert min(bic, key=bic.get) == (3, "spherical")
 
 
 def test_scaling_recovers_the_clusters_raw_data_hide(monkeypatch):

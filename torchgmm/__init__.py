@@ -12,10 +12,12 @@ from torchgmm.exceptions import (
 )
 from torchgmm.module import GaussianMixtureModule
 from torchgmm.mstep import Repair
+from torchgmm.selection import GaussianMixtureSelection
 
 __all__ = [
     "GaussianMixture",
     "GaussianMixtureModule",
+    "GaussianMixtureSelection",
     "Repair",
     "ConvergenceWarning",
     "DegenerateComponentWarning",

@@ -10,7 +10,6 @@ from those attributes. Must not: contain EM, initialisation, checkpoint or repai
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from torchgmm import distributed, persistence
 from torchgmm._math import matmul_precision
+from torchgmm._params import Parameters
 from torchgmm._validation import (
     as_tensor,
     check_initial_parameters,
@@ -78,7 +78,7 @@ def _entry_point(method):
     return wrapped
 
 
-class GaussianMixture:
+class GaussianMixture(Parameters):
     """Gaussian mixture fitted by EM, with all restarts run at once as one batch.
 
     The constructor, methods and fitted attributes follow
@@ -263,41 +263,6 @@ class GaussianMixture:
         self.checkpoint_interval = checkpoint_interval
 
     # ------------------------------------------------------------------ sklearn protocol
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> GaussianMixture:
-        """Set constructor parameters, as scikit-learn's ``set_params``; returns self."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). "
-                    f"Valid parameters are: {valid!r}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = inspect.signature(type(self).__init__).parameters
-        changed = []
-        for name in self._param_names():
-            value, default = getattr(self, name), defaults[name].default
-            same = value is default
-            if not same and not isinstance(value, (np.ndarray, Tensor)):
-                try:
-                    same = bool(value == default)
-                except Exception:
-                    same = False
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so the import is safe
         from sklearn.utils import Tags, TargetTags

@@ -32,6 +32,7 @@ from torchgmm.cli.writers import check_output, write_array
 from torchgmm.covariance import COVARIANCE_TYPES
 from torchgmm.estimator import GaussianMixture
 from torchgmm.exceptions import DegenerateComponentWarning
+from torchgmm.selection import GaussianMixtureSelection
 
 __all__ = ["COMMANDS", "fit", "plot", "predict", "score", "select"]
 
@@ -206,6 +207,27 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Candidate:
+    """One candidate of ``select`` as it is fitted: its progress line and its warnings, and its failure kept."""
+
+    def __init__(self, k: int, covariance_type: str, gm: GaussianMixture, progress: Progress, verbose: bool) -> None:
+        self.context = f"K={k}, {covariance_type}"
+        self.gm, self.progress = gm, progress
+        self.warnings = _FitWarnings(verbose, context=self.context)
+        self.failure: str | None = None
+
+    def __enter__(self) -> Progress:
+        self.warnings.__enter__()
+        return self.progress
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if error is None:
+            self.warnings.done(self.gm)
+        elif isinstance(error, ValueError):
+            self.failure = f"{self.context}: {str(error).splitlines()[0] if str(error) else kind.__name__}"
+        self.warnings.__exit__(kind, error, traceback)
+
+
 def select(args: argparse.Namespace) -> int:
     options = merge_options(args, SELECT_DEFAULTS)
     if args.model:
@@ -219,51 +241,67 @@ def select(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown covariance type {t!r}; choose from {', '.join(COVARIANCE_TYPES)}.")
     criterion = options["criterion"]
     if criterion not in CRITERIA:
-        raise UsageError(f"--criterion must be {' or '.join(CRITERIA)}, got {criterion!r}.")
-    candidates = [(covariance_type, k, estimator(options, k, covariance_type)) for covariance_type in types for k in ks]
-    rows, best, failure = [], None, None
+        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
+    if max(ks) > X.shape[0]:
+        raise UsageError(
+            f"-k goes up to {max(ks)}, more than the {X.shape[0]} rows of {source}; give a range whose largest value "
+            f"is at most {X.shape[0]}."
+        )
+    template = estimator(options, 1, types[0])
+    selection = GaussianMixtureSelection(
+        ks,
+        types,
+        criterion=criterion,
+        **{
+            name: getattr(template, name)
+            for name in GaussianMixtureSelection._param_names()
+            if hasattr(template, name) and name not in ("n_components", "covariance_types", "criterion")
+        },
+    )
     progress = Progress(options["max_iter"], options["n_init"], args.quiet)
+    candidates: list[_Candidate] = []
+    total = len(ks) * len(types)
+
+    def candidate(k: int, covariance_type: str, gm: GaussianMixture) -> _Candidate:
+        progress.label = f"K={k} {covariance_type} ({len(candidates) + 1}/{total}) "
+        progress.start = time.perf_counter()
+        candidates.append(_Candidate(k, covariance_type, gm, progress, args.verbose))
+        return candidates[-1]
+
     try:
-        for number in range(1, len(candidates) + 1):
-            covariance_type, k, gm = candidates[number - 1]
-            candidates[number - 1] = None  # (fitted models other than the best are not kept)
-            if k > X.shape[0]:
-                rows.append(f"{k:>4}  {covariance_type:<10} {'skipped: more components than rows':>40}")
-                failure = failure or f"K={k}, {covariance_type}: more components than rows ({X.shape[0]})."
-                continue
-            progress.label = f"K={k} {covariance_type} ({number}/{len(candidates)}) "
-            progress.start = time.perf_counter()
-            with _FitWarnings(args.verbose, context=f"K={k}, {covariance_type}") as fit_warnings:
-                try:
-                    gm.fit(X, callback=progress)
-                except ValueError as exc:
-                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    rows.append(f"{k:>4}  {covariance_type:<10} failed: {reason}")
-                    failure = failure or f"K={k}, {covariance_type}: {reason}"
-                    continue
-                fit_warnings.done(gm)
-            bic, aic = gm.bic(X), gm.aic(X)
-            value = bic if criterion == "bic" else aic
-            converged = f"{int(gm.init_converged_.sum())}/{options['n_init']}"
-            rows.append(
-                f"{k:>4}  {covariance_type:<10} {bic:>14.3f} {aic:>14.3f} {gm.lower_bound_:>12.6f} {converged:>10}"
-            )
-            if best is None or value < best[0]:
-                best = (value, k, covariance_type, gm)
+        selection.fit(X, callback=candidate)
+    except ValueError:
+        failures = [c.failure for c in candidates if c.failure]
+        if len(failures) == len(candidates) == total:  # every candidate failed: say the first one's reason
+            print(f"torchgmm: no model could be fitted; the first failure: {failures[0]}", file=sys.stderr)
+            return 1
+        raise
     finally:
         progress.close()
-    if best is None:
-        print(f"torchgmm: no model could be fitted; the first failure: {failure}", file=sys.stderr)
-        return 1
+    best = selection.best_estimator_
     if args.model:
-        best[3].save(args.model)
+        best.save(args.model)
     if args.quiet:
         return 0
+    results = selection.results_
     print(f"data  {source}")
     print(f"{'K':>4}  {'covariance':<10} {'BIC':>14} {'AIC':>14} {'lower bound':>12} {'converged':>10}")
-    for row in rows:
-        print(row)
-    print(f"best by {criterion.upper()}: K={best[1]}, covariance_type={best[2]} ({criterion.upper()} {best[0]:.3f})")
+    for row in range(len(results["n_components"])):
+        k, covariance_type = results["n_components"][row], results["covariance_type"][row]
+        if results["error"][row]:
+            print(f"{k:>4}  {covariance_type:<10} failed: {results['error'][row]}")
+            continue
+        converged = f"{results['n_converged'][row]}/{options['n_init']}"
+        print(
+            f"{k:>4}  {covariance_type:<10} {results['bic'][row]:>14.3f} {results['aic'][row]:>14.3f} "
+            f"{results['lower_bound'][row]:>12.6f} {converged:>10}"
+        )
+    name = {"held-out": "held-out log-likelihood"}.get(criterion, criterion.upper())
+    params = selection.best_params_
+    print(
+        f"best by {name}: K={params['n_components']}, covariance_type={params['covariance_type']} "
+        f"({name} {selection.best_score_:.3f})"
+    )
     if args.model:
         print(f"wrote {args.model}")
     return 0

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 DTYPES = [name for name in _FLOAT_DTYPES if isinstance(name, str)]
-CRITERIA = ("bic", "aic")
+CRITERIA = ("bic", "aic", "held-out")  # GaussianMixtureSelection's
 
 # Options of fit and select, with their defaults: also the keys a --config file may hold. configs/default.yaml
 # writes them out (a test keeps the two equal), and the parser's help shows them.
@@ -197,7 +197,10 @@ def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
             "--covariance-types", help=f"comma-separated types to try (default {defaults['covariance_types']})"
         )
         parser.add_argument(
-            "--criterion", choices=list(CRITERIA), help=f"choose by BIC or AIC (default {defaults['criterion']})"
+            "--criterion",
+            choices=list(CRITERIA),
+            help="choose by BIC, AIC or held-out (the log-likelihood of 20 %% of the rows set aside) "
+            f"(default {defaults['criterion']})",
         )
     else:
         parser.add_argument("-k", "--n-components", type=int, help=f"components (default {defaults['n_components']})")

@@ -106,6 +106,9 @@ def test_get_params_lists_constructor_arguments():
         "learning_offset",
         "checkpoint_path",
         "checkpoint_interval",
+        "strategy",
+        "race_survivors",
+        "race_first_cut",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

@@ -576,6 +576,15 @@ CASES: dict[str, Callable[[], Any]] = {
     ),
     "kernel-env-unknown": lambda: _with_kernel_env("cuda", lambda: _fit()),
     "kernel-env-no-triton": lambda: _with_kernel_env("triton", lambda: _fit(), triton_missing=True),
+    "strategy-unknown": lambda: _parameter("strategy", "anneal"),
+    "race-survivors-type": lambda: _each(
+        lambda: _parameter("race_survivors", 2.5, strategy="race"), lambda: _parameter("race_survivors", "2")
+    ),
+    "race-survivors-range": lambda: _parameter("race_survivors", 0, strategy="race"),
+    "race-first-cut-type": lambda: _each(
+        lambda: _parameter("race_first_cut", 1.5), lambda: _parameter("race_first_cut", None, strategy="race")
+    ),
+    "race-first-cut-range": lambda: _parameter("race_first_cut", 0, strategy="race"),
     "learning-decay-type": lambda: _step_size_parameter("learning_decay", "0.7"),
     "learning-decay-above-one": lambda: _step_size_parameter("learning_decay", 2),
     "learning-decay-too-small": lambda: _step_size_parameter("learning_decay", 0.5),

@@ -10,6 +10,7 @@ after), nor read files other than its checkpoint.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from torchgmm.model import FittedMixture, mixture_parameters
 from torchgmm.mstep import RepairState, repaired_restarts, summary
 from torchgmm.online import online_em_step, step_size
 from torchgmm.passes import chunk_rows, retry_with_fewer_rows
-from torchgmm.trainer import Callback, EMConfig, EMState, Observer, Observers, Progress, run_em
+from torchgmm.trainer import Callback, EMConfig, EMState, Observer, Observers, Progress, Race, run_em
 
 __all__ = [
     "FitConfig",
@@ -65,6 +66,16 @@ class FitConfig:
     checkpoint_interval: int
     learning_decay: float
     learning_offset: float
+    strategy: str = "restarts"
+    race_survivors: int | None = None
+    race_first_cut: int = 2
+
+    def race(self) -> Race | None:
+        """The race of ``strategy='race'`` (``survivors`` defaulting to an eighth of the restarts), else None."""
+        if self.strategy != "race":
+            return None
+        survivors = self.race_survivors if self.race_survivors is not None else math.ceil(self.n_init / 8)
+        return Race(self.race_first_cut, max(1, min(survivors, self.n_init)))
 
 
 class WarmStart(NamedTuple):
@@ -172,7 +183,8 @@ def fit_mixture(
         observers.append(writer)
         if resumed is None:
             writer.save(state)  # the initialisation is not redone on resume
-    state = run_em(data, state, EMConfig(covariance, config.tol, config.max_iter), Observers(observers))
+    race = config.race() if warm is None else None  # a warm start runs one restart
+    state = run_em(data, state, EMConfig(covariance, config.tol, config.max_iter, race=race), Observers(observers))
     best = state.best()
     if best is None:
         if saving:
@@ -198,6 +210,8 @@ def _checkpoint(
         "reg_covar": config.reg_covar,
         "n_init": config.n_init,
         "init_params": config.init_params,
+        "strategy": config.strategy,
+        "race": None if (race := config.race()) is None else [race.first_cut, race.survivors],
     }
     return fit_checkpoint(config.checkpoint_path, settings, data, inits, warm, seed)
 
@@ -277,6 +291,7 @@ def _model(state: EMState, best: int, covariance: CovarianceType, shift: Tensor)
         init_lower_bounds_history=[list(h) for h in state.lower_bounds],
         repairs=list(events[best]),
         init_repairs=[list(restart) for restart in events],
+        init_stopped_early=[bool(v) for v in state.stopped] or [False] * len(state.failed),
     )
 
 
@@ -364,4 +379,5 @@ def online_update(
         init_lower_bounds_history=[list(bounds)],
         repairs=earlier + repairs[0],
         init_repairs=[earlier + repairs[0]],
+        init_stopped_early=[False],
     )

@@ -39,6 +39,7 @@ FITTED_ATTRIBUTES = (
     "init_lower_bounds_",
     "init_converged_",
     "init_lower_bounds_history_",
+    "init_stopped_early_",
     "repairs_",
     "init_repairs_",
     "n_features_in_",
@@ -69,6 +70,8 @@ class FittedMixture:
         The kept restart's repairs.
     init_repairs : list of list of Repair
         Every restart's.
+    init_stopped_early : list of bool
+        Restarts a race stopped before they converged (``strategy='race'``).
     """
 
     covariance_type: str
@@ -86,6 +89,7 @@ class FittedMixture:
     init_lower_bounds_history: list[list[float]]
     repairs: list[Repair]
     init_repairs: list[list[Repair]]
+    init_stopped_early: list[bool] = dataclasses.field(default_factory=list)
 
     @property
     def covariance(self) -> CovarianceType:
@@ -116,6 +120,9 @@ class FittedMixture:
             "init_lower_bounds_": np.asarray(self.init_lower_bounds, dtype=np.float64),
             "init_converged_": np.asarray(self.init_converged, dtype=bool),
             "init_lower_bounds_history_": [list(h) for h in self.init_lower_bounds_history],
+            "init_stopped_early_": np.asarray(
+                self.init_stopped_early or [False] * len(self.init_lower_bounds), dtype=bool
+            ),
             "repairs_": list(self.repairs),
             "init_repairs_": [list(restart) for restart in self.init_repairs],
             "n_features_in_": self.n_features,
@@ -145,6 +152,7 @@ class FittedMixture:
             init_lower_bounds_history=[list(h) for h in getattr(owner, "init_lower_bounds_history_", [])],
             repairs=list(getattr(owner, "repairs_", [])),
             init_repairs=[list(r) for r in getattr(owner, "init_repairs_", [])],
+            init_stopped_early=[bool(v) for v in np.asarray(getattr(owner, "init_stopped_early_", []))],
         )
 
     # -------------------------------------------------------------------------------------- model files
@@ -172,6 +180,8 @@ class FittedMixture:
             init_lower_bounds_history=content["init_lower_bounds_history_"],
             repairs=[Repair(*r) for r in content.get("repairs_", [])],
             init_repairs=[[Repair(*r) for r in events] for events in content.get("init_repairs_", [])],
+            # files written before races were added have none
+            init_stopped_early=[bool(v) for v in content.get("init_stopped_early_", torch.zeros(0)).tolist()],
         )
 
     # ------------------------------------------------------------------------------------------ uses

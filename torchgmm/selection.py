@@ -41,6 +41,9 @@ _SHARED = (
     "dtype",
     "batch_size",
     "matmul_precision",
+    "strategy",
+    "race_survivors",
+    "race_first_cut",
 )
 
 
@@ -64,7 +67,7 @@ class GaussianMixtureSelection(Parameters):
         Share of the rows set aside, at random (``random_state``), for ``criterion='held-out'``; unused
         otherwise. Held-out selection needs ``X`` in memory (an array or tensor).
     tol, reg_covar, max_iter, n_init, init_params, random_state, verbose, verbose_interval, device, dtype, \
-batch_size, matmul_precision
+batch_size, matmul_precision, strategy, race_survivors, race_first_cut
         As in :class:`~torchgmm.GaussianMixture`, for every candidate.
 
     Attributes
@@ -105,6 +108,9 @@ batch_size, matmul_precision
         dtype: Any = None,
         batch_size: int | None = None,
         matmul_precision: str | None = None,
+        strategy: str = "restarts",
+        race_survivors: int | None = None,
+        race_first_cut: int = 2,
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -122,6 +128,9 @@ batch_size, matmul_precision
         self.dtype = dtype
         self.batch_size = batch_size
         self.matmul_precision = matmul_precision
+        self.strategy = strategy
+        self.race_survivors = race_survivors
+        self.race_first_cut = race_first_cut
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so the import is safe
         return GaussianMixture().__sklearn_tags__()

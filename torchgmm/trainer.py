@@ -28,7 +28,7 @@ from torchgmm.em import MixtureParameters
 from torchgmm.mstep import RepairState, maximise, repaired_restarts
 from torchgmm.passes import choose_kernel, chunk_rows, e_step, retry_with_fewer_rows
 
-__all__ = ["EMState", "EMConfig", "Observer", "Observers", "Callback", "Progress", "run_em"]
+__all__ = ["EMState", "EMConfig", "Race", "Observer", "Observers", "Callback", "Progress", "run_em"]
 
 
 @dataclass
@@ -59,6 +59,8 @@ class EMState:
         Iterations completed (0: initialised).
     rows : int or None
         Rows per chunk, once memory ran out with more (None: as the config asks).
+    stopped : list of bool
+        Restarts a race dropped before they converged (see :class:`Race`); empty means none.
     """
 
     params: MixtureParameters
@@ -72,6 +74,7 @@ class EMState:
     just_repaired: list[int] = field(default_factory=list)
     iteration: int = 0
     rows: int | None = None
+    stopped: list[bool] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -105,6 +108,7 @@ class EMState:
             failed=failed,
             repairs=repairs,
             active=[r for r in range(R) if not failed[r]],
+            stopped=[False] * R,
         )
 
     def best(self) -> int | None:
@@ -118,6 +122,26 @@ class EMState:
         """The highest lower bound of the restarts that did not fail (``-inf`` if none)."""
         live = [b for b, f in zip(self.lower_bound, self.failed, strict=True) if not f]
         return max(live) if live else -math.inf
+
+
+@dataclass(frozen=True)
+class Race:
+    """Successive halving of the restarts: at iterations ``first_cut``, ``2 first_cut``, ``4 first_cut``, ...
+    the restarts still in the race keep their better half by lower bound (never fewer than ``survivors``),
+    until ``survivors`` are left; the others stop there.
+
+    Restarts in the race are those that neither failed nor were stopped; a converged restart stays in it (with
+    its final bound) but is never stopped. EM bounds only rise, so a stopped restart could not have ended above
+    the restarts that beat it at the cut, except through a repair.
+    """
+
+    first_cut: int
+    survivors: int
+
+    def cuts_at(self, iteration: int) -> bool:
+        """Whether ``iteration`` ends with a cut (``first_cut`` times a power of two)."""
+        ratio, rest = divmod(iteration, self.first_cut)
+        return rest == 0 and ratio > 0 and ratio & (ratio - 1) == 0
 
 
 @dataclass(frozen=True)
@@ -136,12 +160,15 @@ class EMConfig:
         Rows per compute tile; chosen from the shapes when None (the source's ``read_rows`` set how it is
         read). A pass that runs out of memory is run again with tiles of half as many rows (see
         :func:`torchgmm.passes.retry_with_fewer_rows`).
+    race : Race, optional
+        Stop the restarts that lag (``strategy='race'``); None runs every restart to the end.
     """
 
     covariance: CovarianceType
     tol: float
     max_iter: int
     rows: int | None = None
+    race: Race | None = None
 
 
 class Observer:
@@ -217,10 +244,11 @@ class Progress(Observer):
         if error is not None:
             return
         R = len(state.failed)
-        converged, failed = sum(state.converged), sum(state.failed)
+        converged, failed, raced = sum(state.converged), sum(state.failed), sum(state.stopped)
         print(
             f"EM done: {converged} converged, {failed} failed, {repaired_restarts(state.repairs.events)} repaired, "
-            f"{R - converged - failed} stopped at max_iter, time {time.perf_counter() - self.start:.3f}s"
+            + (f"{raced} stopped early by the race, " if raced else "")
+            + f"{R - converged - failed - raced} stopped at max_iter, time {time.perf_counter() - self.start:.3f}s"
         )
 
 
@@ -238,12 +266,27 @@ def run_em(data: ScannedData, state: EMState, config: EMConfig, observer: Observ
             if not state.active:
                 break
             largest_change = _iterate(data, state, config, iteration)
+            if config.race is not None and config.race.cuts_at(iteration):
+                _cut(state, config.race)
             observer.iteration(state, largest_change)
     except BaseException as exc:
         observer.stopped(state, exc)
         raise
     observer.stopped(state, None)
     return state
+
+
+def _cut(state: EMState, race: Race) -> None:
+    """One cut of a race: the running restarts outside the better half (by lower bound) of those in it stop."""
+    stopped = state.stopped or [False] * len(state.failed)
+    racing = [r for r in range(len(stopped)) if not state.failed[r] and not stopped[r]]
+    if len(racing) <= race.survivors:
+        return
+    keep = max(race.survivors, math.ceil(len(racing) / 2))
+    ranked = sorted(racing, key=lambda r: (-state.lower_bound[r], r))
+    losers = {r for r in ranked[keep:] if r in state.active}
+    state.stopped = [flag or r in losers for r, flag in enumerate(stopped)]
+    state.active = [r for r in state.active if r not in losers]
 
 
 def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int) -> float:

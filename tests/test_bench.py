@@ -108,3 +108,17 @@ def test_tf32_emulation_rounds_to_ten_mantissa_bits():
         step = 2.0 ** (exponent - 10)
         expected.append(np.round(v / step) * step)
     np.testing.assert_array_equal(rounded, np.float32(expected))
+
+
+def test_quality_bench_runs_on_a_tiny_case(monkeypatch, tmp_path, capsys):
+    import bench.quality as quality
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 1.0, (60, 2)) for c in (-4.0, 0.0, 4.0)])
+    monkeypatch.setattr(quality, "data_sets", lambda: [("tiny", X, 3, "full", 1e-6)])
+    assert quality.main(["--seeds", "2", "--race", "8,2,1", "--out", str(tmp_path / "q.json")]) == 0
+    result = json.loads((tmp_path / "q.json").read_text())
+    [row] = result["rows"]
+    assert row["data"] == "tiny" and len(row["plain"]["bounds"]) == len(row["race"]["bounds"]) == 2
+    assert row["race"]["median_gap"] >= row["race"]["best_gap"]
+    assert "race" in capsys.readouterr().out

@@ -109,6 +109,7 @@ def test_get_params_lists_constructor_arguments():
         "strategy",
         "race_survivors",
         "race_first_cut",
+        "init_whiten",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

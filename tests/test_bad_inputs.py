@@ -585,6 +585,7 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("race_first_cut", 1.5), lambda: _parameter("race_first_cut", None, strategy="race")
     ),
     "race-first-cut-range": lambda: _parameter("race_first_cut", 0, strategy="race"),
+    "init-whiten-type": lambda: _each(lambda: _parameter("init_whiten", "yes"), lambda: _parameter("init_whiten", 1)),
     "learning-decay-type": lambda: _step_size_parameter("learning_decay", "0.7"),
     "learning-decay-above-one": lambda: _step_size_parameter("learning_decay", 2),
     "learning-decay-too-small": lambda: _step_size_parameter("learning_decay", 0.5),

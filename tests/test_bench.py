@@ -122,3 +122,17 @@ def test_quality_bench_runs_on_a_tiny_case(monkeypatch, tmp_path, capsys):
     assert row["data"] == "tiny" and len(row["plain"]["bounds"]) == len(row["race"]["bounds"]) == 2
     assert row["race"]["median_gap"] >= row["race"]["best_gap"]
     assert "race" in capsys.readouterr().out
+
+
+def test_selection_bench_runs_on_tiny_mixtures(monkeypatch, tmp_path, capsys):
+    import bench.selection as selection
+
+    monkeypatch.setattr(selection, "KS", range(1, 4))
+    monkeypatch.setattr(selection, "TYPES", ("full", "spherical"))
+    assert selection.main(["--mixtures", "1", "--out", str(tmp_path / "s.json")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert set(result) == set(selection.METHODS)
+    for record in result.values():
+        [[true_k, k, covariance_type]] = record["chosen"]
+        assert true_k == 2 and 1 <= k <= 3 and covariance_type in ("full", "spherical")
+    assert "init_whiten" in capsys.readouterr().out

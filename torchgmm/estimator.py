@@ -168,6 +168,11 @@ class GaussianMixture(Parameters):
         Restarts that finish a race; None: an eighth of ``n_init``, rounded up.
     race_first_cut : int, default=2
         Iterations before a race's first cut.
+    init_whiten : bool, default=False
+        Run the ``'kmeans'`` and ``'k-means++'`` seeding on whitened rows (times ``L^-T`` for the rows'
+        covariance ``L L^T``), so that the features' units and a strongly elongated data cloud do not decide
+        the initial clusters; the initial M-step is on the data as they are. False keeps scikit-learn's
+        seeding (and its results).
 
     Attributes
     ----------
@@ -259,6 +264,7 @@ class GaussianMixture(Parameters):
         strategy: str = "restarts",
         race_survivors: int | None = None,
         race_first_cut: int = 2,
+        init_whiten: bool = False,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -285,6 +291,7 @@ class GaussianMixture(Parameters):
         self.strategy = strategy
         self.race_survivors = race_survivors
         self.race_first_cut = race_first_cut
+        self.init_whiten = init_whiten
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -332,6 +339,7 @@ class GaussianMixture(Parameters):
         if self.race_survivors is not None:
             check_scalar(self.race_survivors, "race_survivors", int, low=1)
         check_scalar(self.race_first_cut, "race_first_cut", int, low=1)
+        check_scalar(self.init_whiten, "init_whiten", bool)
         if self.init_params not in INIT_METHODS:
             raise ValueError(
                 f"Invalid value for 'init_params': {self.init_params!r}. It must be one of {list(INIT_METHODS)}."
@@ -564,6 +572,7 @@ class GaussianMixture(Parameters):
             strategy=self.strategy,
             race_survivors=self.race_survivors,
             race_first_cut=self.race_first_cut,
+            init_whiten=self.init_whiten,
         )
 
     def _fit(self, X: Any, labels: bool, callback: Callable[[int, int, float], None] | None = None) -> Any:

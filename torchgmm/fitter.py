@@ -69,6 +69,7 @@ class FitConfig:
     strategy: str = "restarts"
     race_survivors: int | None = None
     race_first_cut: int = 2
+    init_whiten: bool = False
 
     def race(self) -> Race | None:
         """The race of ``strategy='race'`` (``survivors`` defaulting to an eighth of the restarts), else None."""
@@ -211,6 +212,7 @@ def _checkpoint(
         "n_init": config.n_init,
         "init_params": config.init_params,
         "strategy": config.strategy,
+        "init_whiten": config.init_whiten,
         "race": None if (race := config.race()) is None else [race.first_cut, race.survivors],
     }
     return fit_checkpoint(config.checkpoint_path, settings, data, inits, warm, seed)
@@ -246,7 +248,18 @@ def initial_parameters(
             state = pristine.copy()
             chunks = None if rows == planned else rows
             covariances_used = "precisions_init" not in inits
-            out = initialize(config.init_params, data, K, R, covariance, generator, state, chunks, covariances_used)
+            out = initialize(
+                config.init_params,
+                data,
+                K,
+                R,
+                covariance,
+                generator,
+                state,
+                chunks,
+                covariances_used,
+                config.init_whiten,
+            )
             return out, state
 
         ((params, ok), state), _ = retry_with_fewer_rows(run, planned, "the initialisation", device, stacklevel + 1)

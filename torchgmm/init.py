@@ -10,7 +10,7 @@ the means to centre the statistics on; one pass of
 initial parameters, as in scikit-learn:
 
 ``kmeans``
-    k-means++ seeds refined by batched Lloyd iterations; hard labels.
+    k-means++ seeds refined by batched Lloyd iterations; hard labels. With ``init_whiten``, on whitened rows.
 ``k-means++``
     Greedy k-means++ seeds; each seed is one component (one-point responsibilities).
 ``random``
@@ -35,7 +35,7 @@ from torchgmm.em import MixtureParameters, Statistics
 from torchgmm.mstep import RepairState, maximise
 from torchgmm.passes import chunk_rows, statistics_from_resp
 
-__all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances"]
+__all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances", "whitening"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -172,6 +172,41 @@ def _relocate_empty(data: ScannedData, centres: Tensor, empty: Tensor, rows: int
     return torch.where(empty.unsqueeze(-1), far, centres)
 
 
+class _Whitened:
+    """The rows of ``data`` (centred on their mean) times ``W``, with the parts of ScannedData k-means reads."""
+
+    def __init__(self, data: ScannedData, W: Tensor) -> None:
+        self.data, self.W = data, W
+        self.n_samples, self.n_features, self.device, self.dtype = data.n_samples, W.shape[1], data.device, data.dtype
+
+    def chunks(self, rows: int):
+        for start, x in self.data.chunks(rows):
+            yield start, x @ self.W
+
+    def sample(self, size: int, seed: int) -> Tensor:
+        return self.data.sample(size, seed) @ self.W
+
+
+def whitening(data: ScannedData, rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(W, W_inv)`` with ``x W`` of identity covariance: ``W = L^-T`` for the rows' covariance ``L L^T``.
+
+    One pass in float64 (summed over ranks). A ridge of ``1e-10`` of the mean variance keeps constant or
+    collinear features from making it singular: they stay (nearly) constant after whitening.
+    """
+    D = data.n_features
+    rows = chunk_rows(data.n_samples, D, data.device, rows)
+    scatter = torch.zeros(D, D, dtype=torch.float64, device=data.device)
+    for _, x in data.chunks(rows):
+        x = x.to(torch.float64)
+        scatter += x.mT @ x
+    distributed.all_reduce_(scatter)
+    covariance = scatter / data.n_samples  # the rows are centred on their mean
+    ridge = 1e-10 * float(covariance.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny))
+    L = torch.linalg.cholesky(covariance + ridge * torch.eye(D, dtype=torch.float64, device=data.device))
+    W = torch.linalg.solve_triangular(L, torch.eye(D, dtype=torch.float64, device=data.device), upper=False).mT
+    return W.to(data.dtype), L.mT.to(data.dtype)
+
+
 def initial_responsibilities(
     method: str,
     data: ScannedData,
@@ -179,6 +214,7 @@ def initial_responsibilities(
     n_restarts: int,
     generator: torch.Generator,
     rows: int | None = None,
+    whiten: bool = False,
 ) -> tuple[Callable[[int, Tensor], Tensor] | None, Tensor]:
     """Initial responsibilities of ``method`` and the centre for their statistics.
 
@@ -187,9 +223,24 @@ def initial_responsibilities(
     about that row are known without a pass over the data. Everything drawn
     per row is a function of the seed and the row's global index, so the
     result does not depend on chunk sizes or the number of ranks.
+
+    ``whiten``: ``kmeans`` and ``k-means++`` measure distances between whitened rows (:func:`whitening`), so
+    that neither the features' units nor a strongly elongated data cloud decide the clusters; the centres
+    are mapped back to the data's coordinates.
     """
     R, K, D = n_restarts, n_components, data.n_features
     device, dtype = data.device, data.dtype
+    if whiten and method in ("kmeans", "k-means++"):
+        W, W_inv = whitening(data, rows)
+        view = _Whitened(data, W)
+        if method == "k-means++":
+            return None, _seed(view, K, R, generator) @ W_inv
+        white = kmeans(view, _seed(view, K, R, generator), rows=rows)
+
+        def whitened_labels(start: int, x: Tensor) -> Tensor:
+            return F.one_hot(squared_distances(x @ W, white).argmin(-1), K).to(x.dtype)
+
+        return whitened_labels, white @ W_inv
     if method == "kmeans":
         centres = kmeans(data, _seed(data, K, R, generator), rows=rows)
         return lambda start, x: F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype), centres
@@ -223,14 +274,16 @@ def initialize(
     state: RepairState,
     rows: int | None = None,
     covariances_used: bool = True,
+    whiten: bool = False,
 ) -> tuple[MixtureParameters, list[bool]]:
     """Initial parameters of ``R`` restarts; returns ``(params, ok)``, ``ok`` one flag per restart.
 
     The M-step starts from ``state``'s ``reg_covar``; degenerate initial components are repaired as in EM
     (see :mod:`torchgmm.mstep`), recorded as iteration 0 in ``state``, and ``ok`` is False for restarts that
     could not be repaired. With ``covariances_used=False`` (the caller replaces them) nothing is repaired.
+    ``whiten``: k-means on whitened rows (see :func:`initial_responsibilities`).
     """
-    resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator, rows)
+    resp_fn, centre = initial_responsibilities(method, data, n_components, n_restarts, generator, rows, whiten)
     if resp_fn is None:
         # One row per component: nk = 1 and zero scatter about that row.
         R, K, D = centre.shape

@@ -44,6 +44,7 @@ _SHARED = (
     "strategy",
     "race_survivors",
     "race_first_cut",
+    "init_whiten",
 )
 
 
@@ -67,7 +68,7 @@ class GaussianMixtureSelection(Parameters):
         Share of the rows set aside, at random (``random_state``), for ``criterion='held-out'``; unused
         otherwise. Held-out selection needs ``X`` in memory (an array or tensor).
     tol, reg_covar, max_iter, n_init, init_params, random_state, verbose, verbose_interval, device, dtype, \
-batch_size, matmul_precision, strategy, race_survivors, race_first_cut
+batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whiten
         As in :class:`~torchgmm.GaussianMixture`, for every candidate.
 
     Attributes
@@ -111,6 +112,7 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut
         strategy: str = "restarts",
         race_survivors: int | None = None,
         race_first_cut: int = 2,
+        init_whiten: bool = False,
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -131,6 +133,7 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut
         self.strategy = strategy
         self.race_survivors = race_survivors
         self.race_first_cut = race_first_cut
+        self.init_whiten = init_whiten
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so the import is safe
         return GaussianMixture().__sklearn_tags__()

@@ -202,8 +202,9 @@ def whitening(data: ScannedData, rows: int | None = None) -> tuple[Tensor, Tenso
     distributed.all_reduce_(scatter)
     covariance = scatter / data.n_samples  # the rows are centred on their mean
     ridge = 1e-10 * float(covariance.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny))
-    L = torch.linalg.cholesky(covariance + ridge * torch.eye(D, dtype=torch.float64, device=data.device))
-    W = torch.linalg.solve_triangular(L, torch.eye(D, dtype=torch.float64, device=data.device), upper=False).mT
+    eye = torch.eye(D, dtype=torch.float64, device=data.device)
+    L = torch.linalg.cholesky(covariance + ridge * eye)
+    W = torch.linalg.solve_triangular(L, eye, upper=False).mT
     return W.to(data.dtype), L.mT.to(data.dtype)
 
 

@@ -658,3 +658,17 @@ def test_a_data_file_or_pickle_given_as_the_model_says_what_it_is(blobs, tmp_pat
     out = run("score", str(tmp_path / "model.pkl"), str(folder / "X.npy"))
     one_error_line(out, "model.pkl is not a torchgmm model file: it looks like a Python pickle")
     assert out.stdout == ""
+
+
+def test_fit_runs_a_race_and_whitened_seeding_as_the_estimator_does(blobs, tmp_path):
+    from torchgmm import GaussianMixture, cli
+
+    folder, X = blobs
+    argv = ["fit", str(folder / "X.npy"), "-k", "2", "--n-init", "8", "--strategy", "race", "--race-survivors", "2"]
+    assert cli.main([*argv, "--race-first-cut", "1", "--init-whiten", "-q", "-o", str(tmp_path / "m.pt")]) == 0
+    model = GaussianMixture.load(tmp_path / "m.pt")
+    expected = GaussianMixture(
+        2, n_init=8, strategy="race", race_survivors=2, race_first_cut=1, init_whiten=True, random_state=0
+    ).fit(X)
+    np.testing.assert_array_equal(model.init_stopped_early_, expected.init_stopped_early_)
+    np.testing.assert_allclose(model.means_, expected.means_, rtol=1e-10)

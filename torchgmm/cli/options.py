@@ -20,7 +20,7 @@ from torchgmm._version import __version__
 from torchgmm.cli.errors import UsageError
 from torchgmm.cli.readers import DATA_SUFFIXES
 from torchgmm.covariance import COVARIANCE_TYPES
-from torchgmm.estimator import GaussianMixture
+from torchgmm.estimator import STRATEGIES, GaussianMixture
 from torchgmm.init import INIT_METHODS
 
 __all__ = [
@@ -54,6 +54,10 @@ FIT_DEFAULTS: dict[str, Any] = {
     "matmul_precision": None,
     "checkpoint": None,
     "checkpoint_interval": 10,
+    "strategy": "restarts",
+    "race_survivors": None,
+    "race_first_cut": 2,
+    "init_whiten": False,
 }
 SELECT_DEFAULTS: dict[str, Any] = {
     **FIT_DEFAULTS,
@@ -175,6 +179,10 @@ def estimator(options: dict[str, Any], n_components: int, covariance_type: str) 
         matmul_precision=options["matmul_precision"],
         checkpoint_path=options.get("checkpoint"),
         checkpoint_interval=options.get("checkpoint_interval", 10),
+        strategy=options["strategy"],
+        race_survivors=options["race_survivors"],
+        race_first_cut=options["race_first_cut"],
+        init_whiten=options["init_whiten"],
     )
 
 
@@ -216,6 +224,25 @@ def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
         "--reg-covar", type=float, help=f"added to covariance diagonals (default {defaults['reg_covar']})"
     )
     parser.add_argument("--init-params", choices=list(INIT_METHODS), help=f"(default {defaults['init_params']})")
+    parser.add_argument(
+        "--init-whiten",
+        action="store_true",
+        default=None,
+        help="seed k-means on whitened rows (robust to the features' units; default: scikit-learn's seeding)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        help=f"restarts: run every restart to the end; race: stop the lagging ones (default {defaults['strategy']})",
+    )
+    parser.add_argument(
+        "--race-survivors", type=int, help="restarts that finish a race (default: an eighth of --n-init)"
+    )
+    parser.add_argument(
+        "--race-first-cut",
+        type=int,
+        help=f"iterations before a race's first cut (default {defaults['race_first_cut']})",
+    )
     parser.add_argument("--seed", type=int, help=f"random seed (default {defaults['seed']})")
     parser.add_argument(
         "--device", help=f"auto, cpu, cuda or cuda:N (default {defaults['device']}: cuda when available)"

@@ -96,8 +96,8 @@ def working_dtypes(monkeypatch):
     chosen = []
     original = torchgmm.passes.working_dtype
 
-    def recording(params, covariance, rounding=None):
-        dtype = original(params, covariance, rounding)
+    def recording(params, covariance):
+        dtype = original(params, covariance)
         chosen.append(dtype)
         return dtype
 

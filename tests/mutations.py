@@ -319,7 +319,7 @@ MUTATIONS: list[Mutation] = [
         "no-float64-fallback",
         "maths",
         "torchgmm/passes.py",
-        "    return torch.float64 if rounding > FOLDING_TOLERANCE else dtype",
+        "    return torch.float64 if fold_rounding(params, covariance) > FOLDING_TOLERANCE else dtype",
         "    return dtype",
         ("tests/test_repair.py::test_float32_tight_clusters_far_apart", "tests/test_repair.py::test_working_dtype"),
         "float32 passes never switch to float64, even when the folded densities round by nats",

@@ -268,8 +268,8 @@ def fit_recording_passes(case: Case) -> tuple[GaussianMixture, list[Pass]]:
     """:func:`fit`, recording every pass's working dtype and folding rounding (one pass per iteration)."""
     passes: list[Pass] = []
 
-    def recording(params, covariance, rounding=None):
-        work = working_dtype(params, covariance, rounding)
+    def recording(params, covariance):
+        work = working_dtype(params, covariance)
         means = params.means.to(torch.float64)
         origin = means.new_zeros(1, means.shape[-1])
         distance = covariance.mahalanobis(origin, means, params.precisions_cholesky.to(torch.float64))

@@ -113,7 +113,7 @@ def fold_rounding(params: MixtureParameters, covariance: CovarianceType) -> floa
     return eps * squared
 
 
-def working_dtype(params: MixtureParameters, covariance: CovarianceType, rounding: float | None = None) -> torch.dtype:
+def working_dtype(params: MixtureParameters, covariance: CovarianceType) -> torch.dtype:
     """The dtype a pass over the data should compute in: that of ``params``, or float64.
 
     The E-step folds each mean into its matrix products, so a float32 density carries the rounding of
@@ -121,14 +121,12 @@ def working_dtype(params: MixtureParameters, covariance: CovarianceType, roundin
     data mean (about 2e-3 nats for a mean 1000 of its own standard deviations away in 64 dimensions), and
     for diag and spherical for clusters within a few hundred standard deviations of each other; garbage for
     tight clusters far apart (or a float32 component squeezed by a repair). Past :data:`FOLDING_TOLERANCE`,
-    float32 passes run in float64. One host synchronisation per pass, unless ``rounding`` is given.
+    float32 passes run in float64. One host synchronisation per pass.
     """
     dtype = params.means.dtype
     if dtype == torch.float64:
         return dtype
-    if rounding is None:
-        rounding = fold_rounding(params, covariance)
-    return torch.float64 if rounding > FOLDING_TOLERANCE else dtype
+    return torch.float64 if fold_rounding(params, covariance) > FOLDING_TOLERANCE else dtype
 
 
 def choose_kernel(params: MixtureParameters, covariance: CovarianceType) -> tuple[Kernel, torch.dtype]:

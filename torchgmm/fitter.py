@@ -304,7 +304,7 @@ def _model(state: EMState, best: int, covariance: CovarianceType, shift: Tensor)
         init_lower_bounds_history=[list(h) for h in state.lower_bounds],
         repairs=list(events[best]),
         init_repairs=[list(restart) for restart in events],
-        init_stopped_early=[bool(v) for v in state.stopped] or [False] * len(state.failed),
+        init_stopped_early=[bool(v) for v in state.stopped],
     )
 
 

@@ -60,7 +60,7 @@ class EMState:
     rows : int or None
         Rows per chunk, once memory ran out with more (None: as the config asks).
     stopped : list of bool
-        Restarts a race dropped before they converged (see :class:`Race`); empty means none.
+        Restarts a race dropped before they converged (see :class:`Race`).
     """
 
     params: MixtureParameters
@@ -75,6 +75,10 @@ class EMState:
     iteration: int = 0
     rows: int | None = None
     stopped: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.stopped:  # none stopped (and checkpoints written before races had no entry for it)
+            self.stopped = [False] * len(self.failed)
 
     @classmethod
     def start(
@@ -108,7 +112,6 @@ class EMState:
             failed=failed,
             repairs=repairs,
             active=[r for r in range(R) if not failed[r]],
-            stopped=[False] * R,
         )
 
     def best(self) -> int | None:
@@ -278,7 +281,7 @@ def run_em(data: ScannedData, state: EMState, config: EMConfig, observer: Observ
 
 def _cut(state: EMState, race: Race) -> None:
     """One cut of a race: the running restarts outside the better half (by lower bound) of those in it stop."""
-    stopped = state.stopped or [False] * len(state.failed)
+    stopped = state.stopped
     racing = [r for r in range(len(stopped)) if not state.failed[r] and not stopped[r]]
     if len(racing) <= race.survivors:
         return

@@ -27,26 +27,6 @@ __all__ = ["GaussianMixtureSelection", "CRITERIA"]
 
 CRITERIA = ("bic", "aic", "held-out")
 
-# GaussianMixture's parameters that every candidate shares (per-K initial values and checkpoints do not apply).
-_SHARED = (
-    "tol",
-    "reg_covar",
-    "max_iter",
-    "n_init",
-    "init_params",
-    "random_state",
-    "verbose",
-    "verbose_interval",
-    "device",
-    "dtype",
-    "batch_size",
-    "matmul_precision",
-    "strategy",
-    "race_survivors",
-    "race_first_cut",
-    "init_whiten",
-)
-
 
 class GaussianMixtureSelection(Parameters):
     """Fit Gaussian mixtures over a grid of ``n_components`` and covariance types and keep the best.
@@ -178,7 +158,10 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         return list(dict.fromkeys(int(k) for k in ks)), list(dict.fromkeys(types))
 
     def _candidate(self, n_components: int, covariance_type: str) -> GaussianMixture:
-        shared = {name: getattr(self, name) for name in _SHARED}
+        # every parameter of this class that GaussianMixture also has (not per-K initial values or checkpoints,
+        # which it does not take), but n_components, which is the grid
+        own = GaussianMixture._param_names()
+        shared = {name: getattr(self, name) for name in self._param_names() if name in own and name != "n_components"}
         return GaussianMixture(n_components, covariance_type=covariance_type, **shared)
 
     def _split(self, X: Any) -> tuple[Any, Any]:

@@ -120,6 +120,13 @@ def warps(block_features: int) -> int:
 if triton is not None:
 
     @triton.jit
+    def _log_sum_exp_step(top, total, log_prob):
+        # online log-sum-exp over blocks of components: the running maximum and the sum scaled by it, per row,
+        # updated with a block ``log_prob [rows, components]``; the old sum is rescaled when the maximum grows
+        new_top = tl.maximum(top, tl.max(log_prob, 1))
+        return new_top, total * tl.exp(top - new_top) + tl.sum(tl.exp(log_prob - new_top[:, None]), 1)
+
+    @triton.jit
     def _full_norm(
         X, P, C, M, LSE, n, D: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, TF32: tl.constexpr
     ):
@@ -145,9 +152,7 @@ if triton is not None:
             else:
                 y = tl.dot(centred, factor, input_precision="ieee")
             log_prob = tl.load(C + base) - 0.5 * tl.sum(y * y, 1)
-            new_top = tl.maximum(top, log_prob)
-            total = total * tl.exp(top - new_top) + tl.exp(log_prob - new_top)
-            top = new_top
+            top, total = _log_sum_exp_step(top, total, log_prob[:, None])
         tl.store(LSE + r * n + rows, top + tl.log(total), mask=row_ok)
 
     @triton.jit
@@ -262,9 +267,7 @@ if triton is not None:
         total = tl.zeros([BN], tl.float32)
         for k0 in range(0, K, BK):
             log_prob = _expanded_log_prob(x, squares, W, r, k0, F, K, D, Q, BD, BK)
-            new_top = tl.maximum(top, tl.max(log_prob, 1))
-            total = total * tl.exp(top - new_top) + tl.sum(tl.exp(log_prob - new_top[:, None]), 1)
-            top = new_top
+            top, total = _log_sum_exp_step(top, total, log_prob)
         tl.store(LSE + r * n + rows, top + tl.log(total), mask=row_ok)
 
     @triton.jit

@@ -86,7 +86,7 @@ MUTATIONS: list[Mutation] = [
         "no-float64-flush",
         "passes",
         "torchgmm/passes.py",
-        "        if pending >= _FLUSH_ROWS:",
+        "        if pending >= FLUSH_ROWS:",
         "        if False:",
         ("tests/test_precision.py",),
         "float32 partial sums are never flushed into float64: a pass of millions of rows loses digits",

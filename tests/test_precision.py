@@ -5,7 +5,7 @@ Three mechanisms, each against a float64 reference computed from the same data a
 * every source serves its rows centred on the data mean (``DataSource.shift``), so float32 products of data
   offset by 1e4 keep their digits;
 * an E-step adds chunk statistics into float32 buffers that are flushed into float64 every
-  ``torchgmm.passes._FLUSH_ROWS`` rows, so a pass over millions of rows in small chunks does not lose digits to
+  ``torchgmm.kernels.FLUSH_ROWS`` rows, so a pass over millions of rows in small chunks does not lose digits to
   float32 running sums;
 * a float32 pass on offset data really computes in float32 (``working_dtype`` does not fall back to float64,
   which would hide a loss of precision behind a slower pass).
@@ -21,6 +21,7 @@ import pytest
 import torch
 from conftest import COVARIANCE_TYPES
 
+import torchgmm.kernels
 import torchgmm.passes
 from torchgmm import ConvergenceWarning, GaussianMixture
 from torchgmm.covariance import get_covariance_type
@@ -138,7 +139,7 @@ def test_float32_pass_over_millions_of_rows_keeps_float64_accuracy(covariance_ty
     X = _many_rows()
     covariance = get_covariance_type(covariance_type)
     params = _parameters(covariance_type)
-    assert len(X) >= 32 * torchgmm.passes._FLUSH_ROWS  # many flushes, each of many chunks
+    assert len(X) >= 32 * torchgmm.kernels.FLUSH_ROWS  # many flushes, each of many chunks
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny products: threads would only wait at barriers
     try:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchgmm import ConvergenceWarning, GaussianMixture
 from torchgmm.data import ArraySource, IterableSource, MemmapSource, make_source, scan, uniform_hash
-from torchgmm.passes import _FLUSH_ROWS
+from torchgmm.kernels import FLUSH_ROWS
 
 K = 3
 N_CHUNK = 97  # uneven: 300 rows are 97 + 97 + 97 + 9
@@ -281,7 +281,7 @@ def _offset_data():
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_float32_streaming_with_large_offset(covariance_type, working_dtypes):
     X, chunks = _offset_data()
-    assert len(X) > 3 * _FLUSH_ROWS  # several float64 flushes per pass
+    assert len(X) > 3 * FLUSH_ROWS  # several float64 flushes per pass
     first = GaussianMixture(2, covariance_type=covariance_type, random_state=0, tol=1e-6).fit(X)
     kwargs = dict(
         n_components=2,

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from torchgmm.covariance import CovarianceType
 from torchgmm.em import Statistics
-from torchgmm.kernels import ExpandedKernel, Kernel, WhitenedKernel
+from torchgmm.kernels import FLUSH_ROWS, ExpandedKernel, Kernel, WhitenedKernel
 
 __all__ = ["KERNEL_ENV", "available", "requested", "interpreted", "kernel_for", "FusedKernel", "PreparedFused"]
 
@@ -52,11 +52,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # Rows per program in the statistics launch's segments: enough programs to fill a GPU
 # (segments x restarts x components >= _PROGRAMS), never fewer rows than _MIN_SEGMENT_ROWS, and never more than
-# _MAX_SEGMENT_ROWS, so that the float32 sums of a program are as short as the torch path's between flushes
-# into float64 (torchgmm.passes).
+# FLUSH_ROWS, the torch path's float32 sums between flushes into float64.
 _PROGRAMS = 1024
 _MIN_SEGMENT_ROWS = 1024
-_MAX_SEGMENT_ROWS = 1 << 16
 
 
 def available() -> bool:
@@ -366,7 +364,7 @@ class FusedKernel(Kernel):
         lse = torch.empty(R, n, dtype=torch.float32, device=X.device)
         per_program = R * (K if self.covariance.triangular else triton.cdiv(K, 16))
         enough = min(triton.cdiv(n, _MIN_SEGMENT_ROWS), triton.cdiv(_PROGRAMS, per_program))  # to fill the GPU
-        segments = max(triton.cdiv(n, _MAX_SEGMENT_ROWS), enough)
+        segments = max(triton.cdiv(n, FLUSH_ROWS), enough)
         segment_rows = triton.cdiv(triton.cdiv(n, segments), BN) * BN
         segments = triton.cdiv(n, segment_rows)
         f32 = dict(dtype=torch.float32, device=X.device)

@@ -25,7 +25,19 @@ from torchgmm._math import normalise_, sqrt_
 from torchgmm.covariance import LOG_2PI, CovarianceType, pad_ones
 from torchgmm.em import Statistics
 
-__all__ = ["Kernel", "WhitenedKernel", "ExpandedKernel", "PreparedWhitened", "PreparedExpanded", "kernel_for"]
+__all__ = [
+    "FLUSH_ROWS",
+    "Kernel",
+    "WhitenedKernel",
+    "ExpandedKernel",
+    "PreparedWhitened",
+    "PreparedExpanded",
+    "kernel_for",
+]
+
+# Rows a kernel's float32 sums cover at most before they are added into float64 (by the pass, or by the
+# fused kernel's segments), so that long passes keep float64-like accuracy.
+FLUSH_ROWS = 1 << 16
 
 
 class PreparedWhitened(NamedTuple):

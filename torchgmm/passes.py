@@ -32,7 +32,7 @@ from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import ACCUMULATE_DTYPE, MixtureParameters, Statistics, estimate_log_prob_resp, sufficient_statistics
 from torchgmm.exceptions import OutOfMemoryError, OutOfMemoryWarning
-from torchgmm.kernels import Kernel, kernel_for
+from torchgmm.kernels import FLUSH_ROWS, Kernel, kernel_for
 
 __all__ = [
     "FOLDING_TOLERANCE",
@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-# Chunks add into buffers of the compute dtype, flushed into float64 every this many rows.
-_FLUSH_ROWS = 1 << 16
 
 # Beyond this many nats of rounding in the folded densities (see working_dtype),
 # a float32 pass runs in float64.
@@ -158,8 +155,9 @@ def e_step(
 
     Each tile is read once; its responsibilities are used and dropped. Tiles add into buffers of the compute
     dtype (the scatter through the matrix product's own accumulation), flushed into float64 every
-    ``_FLUSH_ROWS`` rows, so long passes keep float64-like accuracy. ``chosen`` is :func:`choose_kernel`'s
-    answer when the caller already has it; ``rows`` sets the tile (a retry after running out of memory).
+    :data:`~torchgmm.kernels.FLUSH_ROWS` rows, so long passes keep float64-like accuracy. ``chosen`` is
+    :func:`choose_kernel`'s answer when the caller already has it; ``rows`` sets the tile (a retry after
+    running out of memory).
     """
     R, K, D = params.means.shape
     kernel, work = chosen or choose_kernel(params, covariance)
@@ -172,7 +170,7 @@ def e_step(
     for _, x in data.chunks(rows):
         kernel.accumulate(x.to(work), prepared, partial)
         pending += x.shape[0]
-        if pending >= _FLUSH_ROWS:
+        if pending >= FLUSH_ROWS:
             total = total + partial.to(ACCUMULATE_DTYPE)
             partial, pending = Statistics(*(t.clone() for t in zeros)), 0
     total = total + partial.to(ACCUMULATE_DTYPE)

@@ -1,7 +1,8 @@
 """Elementwise helpers that keep the hot loops on fast paths.
 
 Owns: ``exp``, ``sqrt`` and log-sum-exp that keep zeros and underflow off the CPU's slow paths, the
-normalisation of responsibilities from weighted log-densities, and the scoped float32 matmul precision.
+normalisation of responsibilities from weighted log-densities (also tempered, for annealing), and the scoped
+float32 matmul precision.
 Must not: know mixtures, shapes beyond a last axis of components, or anything else in torchgmm.
 """
 
@@ -69,6 +70,18 @@ def normalise_(log_prob: Tensor) -> tuple[Tensor, Tensor]:
     total = resp.sum(-1, keepdim=True)
     resp.div_(total)
     return total.log_().add_(top).squeeze(-1), resp
+
+
+def tempered_(log_prob: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """The log-likelihood of weighted log-densities ``[..., n, K]`` and responsibilities at inverse temperature
+    ``beta`` (broadcasting against them, e.g. ``[R, 1, 1]``): ``resp`` proportional to ``exp(beta log_prob)``.
+
+    Returns ``(log_prob_norm [..., n], resp [..., n, K])``: the normaliser is the untempered one (the true
+    log-likelihood), the responsibilities are the tempered ones. ``log_prob`` is overwritten. One ``exp`` more
+    than :func:`normalise_`.
+    """
+    log_prob_norm = logsumexp(log_prob, -1)
+    return log_prob_norm, normalise_(log_prob.mul_(beta))[1]
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")

@@ -7,7 +7,9 @@ statistics about the current means once the chunks are summed, and the size of i
 (to size chunks). Must not: choose chunk sizes, loop over chunks, flush or all-reduce sums (that is
 :mod:`torchgmm.passes`), or solve M-steps.
 
-A kernel's contract: ``prepare(weights, means, precisions_cholesky)`` once per pass, in the compute dtype;
+A kernel's contract: ``prepare(weights, means, precisions_cholesky, beta=None)`` once per pass, in the compute
+dtype (``beta [R, 1, 1]``: responsibilities proportional to ``(w p(x))^beta``, the deterministic annealing of
+:mod:`torchgmm.trainer`, while the log-likelihood stays the untempered one);
 ``accumulate(X, prepared, into)`` per chunk, adding into ``into`` (a :class:`~torchgmm.em.Statistics` of
 buffers: ``log_likelihood [R]`` float64, the others in the compute dtype, ``s2`` in the kernel's own
 coordinates); ``finish(total, means, precisions_cholesky)`` once, in float64, giving ``s1`` and ``s2`` about
@@ -21,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchgmm._math import normalise_, sqrt_
+from torchgmm._math import normalise_, sqrt_, tempered_
 from torchgmm.covariance import LOG_2PI, CovarianceType, pad_ones
 from torchgmm.em import Statistics
 
@@ -50,11 +52,14 @@ class PreparedWhitened(NamedTuple):
     constant : Tensor of shape (R, 1, K)
         ``log w + log det P - D/2 log 2 pi``.
     means : Tensor of shape (R, K, D)
+    beta : Tensor of shape (R, 1, 1), optional
+        Inverse temperature of each restart's responsibilities (annealing); None: 1, plain EM.
     """
 
     whiten: Tensor
     constant: Tensor
     means: Tensor
+    beta: Tensor | None = None
 
 
 class PreparedExpanded(NamedTuple):
@@ -64,9 +69,12 @@ class PreparedExpanded(NamedTuple):
     ----------
     density : Tensor of shape (R, F, K)
         ``features(x) @ density`` is the weighted log-density (see ``_Diag.density_weights``).
+    beta : Tensor of shape (R, 1, 1), optional
+        Inverse temperature of each restart's responsibilities (annealing); None: 1, plain EM.
     """
 
     density: Tensor
+    beta: Tensor | None = None
 
 
 class Kernel:
@@ -79,7 +87,9 @@ class Kernel:
         """Size of the largest per-row temporary of :meth:`accumulate`, to size chunks."""
         raise NotImplementedError
 
-    def prepare(self, weights: Tensor, means: Tensor, precisions_cholesky: Tensor) -> NamedTuple:
+    def prepare(
+        self, weights: Tensor, means: Tensor, precisions_cholesky: Tensor, beta: Tensor | None = None
+    ) -> NamedTuple:
         raise NotImplementedError
 
     def accumulate(self, X: Tensor, prepared: NamedTuple, into: Statistics) -> None:
@@ -102,12 +112,12 @@ class WhitenedKernel(Kernel):
         # whitened residuals and weighted centred rows, [R, K, n, D] each
         return n_restarts * n_components * n_features
 
-    def prepare(self, weights, means, precisions_cholesky) -> PreparedWhitened:
+    def prepare(self, weights, means, precisions_cholesky, beta=None) -> PreparedWhitened:
         D = means.shape[-1]
         whiten = self.covariance.whitening(means, precisions_cholesky)  # the means folded in as a bias row
         log_det = torch.log(torch.diagonal(whiten[..., :D, :], dim1=-2, dim2=-1)).sum(-1)  # [R, K], also tied
         constant = (-0.5 * D * LOG_2PI + log_det + torch.log(weights)).unsqueeze(-2)  # [R, 1, K]
-        return PreparedWhitened(whiten, constant, means)
+        return PreparedWhitened(whiten, constant, means, beta)
 
     def accumulate(self, X, prepared: PreparedWhitened, into):
         means = prepared.means
@@ -116,7 +126,7 @@ class WhitenedKernel(Kernel):
         # bmm of the rows broadcast over R * K (stride 0), not matmul, which copies them R * K times first
         Y = torch.bmm(pad_ones(X).expand(R * K, -1, -1), whiten.reshape(R * K, F, D)).view(R, K, -1, D)
         log_prob = torch.add(prepared.constant, torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
-        log_prob_norm, resp = normalise_(log_prob)  # [R, n, K]
+        log_prob_norm, resp = _responsibilities(log_prob, prepared.beta)  # [R, n, K]
         into.log_likelihood.add_(log_prob_norm.sum(-1, dtype=into.log_likelihood.dtype))
         nk = resp.sum(1)
         into.nk.add_(nk)
@@ -148,12 +158,12 @@ class ExpandedKernel(Kernel):
         # densities, responsibilities and their scratch, [R, n, K] each, and the features
         return 3 * n_restarts * n_components + 2 * n_features + 1
 
-    def prepare(self, weights, means, precisions_cholesky) -> PreparedExpanded:
-        return PreparedExpanded(self.covariance.density_weights(means, precisions_cholesky, torch.log(weights)))
+    def prepare(self, weights, means, precisions_cholesky, beta=None) -> PreparedExpanded:
+        return PreparedExpanded(self.covariance.density_weights(means, precisions_cholesky, torch.log(weights)), beta)
 
     def accumulate(self, X, prepared: PreparedExpanded, into):
         features = self.covariance.features(X)
-        log_prob_norm, resp = normalise_(features @ prepared.density)  # [R, n, K]
+        log_prob_norm, resp = _responsibilities(features @ prepared.density, prepared.beta)  # [R, n, K]
         moments = resp.mT @ features  # [R, K, F]
         D = X.shape[-1]
         into.log_likelihood.add_(log_prob_norm.sum(-1, dtype=into.log_likelihood.dtype))
@@ -168,6 +178,11 @@ class ExpandedKernel(Kernel):
         means = means.to(s1.dtype)
         centred_s2 = s2 - 2.0 * covariance.squares_pair(means, s1) + nk.unsqueeze(-1) * covariance.squares(means)
         return total._replace(s1=s1 - nk.unsqueeze(-1) * means, s2=centred_s2)
+
+
+def _responsibilities(log_prob: Tensor, beta: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The log-likelihood of each row and its responsibilities, tempered by ``beta`` when annealing."""
+    return normalise_(log_prob) if beta is None else tempered_(log_prob, beta)
 
 
 _KERNELS: dict[str, Kernel] = {}

@@ -43,6 +43,7 @@ __all__ = [
     "choose_kernel",
     "e_step",
     "statistics_from_resp",
+    "responsibility_overlaps",
     "map_chunks",
     "is_out_of_memory",
     "retry_with_fewer_rows",
@@ -126,20 +127,23 @@ def working_dtype(params: MixtureParameters, covariance: CovarianceType) -> torc
     return torch.float64 if fold_rounding(params, covariance) > FOLDING_TOLERANCE else dtype
 
 
-def choose_kernel(params: MixtureParameters, covariance: CovarianceType) -> tuple[Kernel, torch.dtype]:
+def choose_kernel(
+    params: MixtureParameters, covariance: CovarianceType, tempered: bool = False
+) -> tuple[Kernel, torch.dtype]:
     """The kernel of ``covariance``'s type and the dtype a pass with ``params`` computes in (one host sync).
 
     The one place a pass's formulation is decided, once per pass, before its tiles are sized: the fused
     Triton E-step (:mod:`torchgmm.fused`) for float32 passes on CUDA when Triton is installed, the torch
     kernels (:mod:`torchgmm.kernels`) otherwise. The environment variable ``TORCHGMM_KERNEL`` overrides the
     choice: ``torch`` always takes the torch kernels; ``triton`` also runs the fused one in Triton's CPU
-    interpreter when ``TRITON_INTERPRET=1`` (for tests; it is slow).
+    interpreter when ``TRITON_INTERPRET=1`` (for tests; it is slow). A ``tempered`` pass (annealing) always
+    takes the torch kernels: the fused one has no inverse temperature.
     """
     choice = fused.requested()
     work = working_dtype(params, covariance)
     device = params.means.device
     runs_here = device.type == "cuda" or (choice == "triton" and fused.interpreted() and device.type == "cpu")
-    if choice != "torch" and fused.available() and work == torch.float32 and runs_here:
+    if choice != "torch" and not tempered and fused.available() and work == torch.float32 and runs_here:
         return fused.kernel_for(covariance), work
     return kernel_for(covariance), work
 
@@ -150,6 +154,7 @@ def e_step(
     covariance: CovarianceType,
     rows: int | None = None,
     chosen: tuple[Kernel, torch.dtype] | None = None,
+    beta: Tensor | None = None,
 ) -> Statistics:
     """One pass over the data: log-likelihood and statistics about the current means, summed over ranks.
 
@@ -157,13 +162,18 @@ def e_step(
     dtype (the scatter through the matrix product's own accumulation), flushed into float64 every
     :data:`~torchgmm.kernels.FLUSH_ROWS` rows, so long passes keep float64-like accuracy. ``chosen`` is
     :func:`choose_kernel`'s answer when the caller already has it; ``rows`` sets the tile (a retry after
-    running out of memory).
+    running out of memory). ``beta [R]``, when annealing, tempers each restart's responsibilities (the
+    statistics are those of responsibilities proportional to ``(w p(x))^beta``; the log-likelihood is not
+    tempered).
     """
     R, K, D = params.means.shape
-    kernel, work = chosen or choose_kernel(params, covariance)
+    kernel, work = chosen or choose_kernel(params, covariance, tempered=beta is not None)
     rows = chunk_rows(data.n_samples, kernel.elements_per_row(R, K, D), data.device, rows)
     means, precisions_cholesky = params.means.to(work), params.precisions_cholesky.to(work)
-    prepared = kernel.prepare(params.weights.to(work), means, precisions_cholesky)
+    if beta is None:
+        prepared = kernel.prepare(params.weights.to(work), means, precisions_cholesky)
+    else:
+        prepared = kernel.prepare(params.weights.to(work), means, precisions_cholesky, beta.to(work).view(R, 1, 1))
     zeros = Statistics.zeros(covariance, R, K, D, work, data.device)
     partial = Statistics(*(t.clone() for t in zeros))
     total, pending = zeros.to(ACCUMULATE_DTYPE), 0
@@ -201,6 +211,30 @@ def statistics_from_resp(
         total = total + Statistics(torch.zeros(R, dtype=ACCUMULATE_DTYPE, device=x.device), *stats)
     distributed.all_reduce_(*total)
     return total
+
+
+def responsibility_overlaps(
+    data: ScannedData, params: MixtureParameters, covariance: CovarianceType, rows: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """What split-and-merge moves are scored by, in float64 and summed over ranks (one pass).
+
+    Returns ``overlap [R, K, K]``, the inner products ``sum_n r_nk r_nl`` of the components' responsibility
+    vectors (the diagonal: ``sum r^2``), and ``fit [R, K]``, ``sum_n r_nk log p(x_n)``: each component's
+    responsibilities times the log-likelihood of the rows (its mean over the component is how well the mixture
+    explains the rows the component holds).
+    """
+    R, K, D = params.means.shape
+    rows = chunk_rows(data.n_samples, R * K * D, data.device, rows)
+    params64 = params.map(lambda t: t.to(ACCUMULATE_DTYPE))
+    overlap = torch.zeros(R, K, K, dtype=ACCUMULATE_DTYPE, device=data.device)
+    fit = torch.zeros(R, K, dtype=ACCUMULATE_DTYPE, device=data.device)
+    for _, x in data.chunks(rows):
+        log_prob_norm, log_resp = estimate_log_prob_resp(x.to(ACCUMULATE_DTYPE), params64, covariance)
+        resp = log_resp.exp_()  # [R, n, K]
+        overlap += resp.mT @ resp
+        fit += (resp * log_prob_norm.unsqueeze(-1)).sum(1)
+    distributed.all_reduce_(overlap, fit)
+    return overlap, fit
 
 
 def map_chunks(

@@ -28,7 +28,7 @@ from torchgmm.em import MixtureParameters
 from torchgmm.mstep import RepairState, maximise, repaired_restarts
 from torchgmm.passes import choose_kernel, chunk_rows, e_step, retry_with_fewer_rows
 
-__all__ = ["EMState", "EMConfig", "Race", "Observer", "Observers", "Callback", "Progress", "run_em"]
+__all__ = ["EMState", "EMConfig", "Race", "Anneal", "Observer", "Observers", "Callback", "Progress", "run_em"]
 
 
 @dataclass
@@ -61,6 +61,10 @@ class EMState:
         Rows per chunk, once memory ran out with more (None: as the config asks).
     stopped : list of bool
         Restarts a race dropped before they converged (see :class:`Race`).
+    level : list of int
+        Each restart's level of an annealing schedule (see :class:`Anneal`; 0: its first).
+    level_since : list of int
+        The iteration that ended with each restart's level raised (0: none yet).
     """
 
     params: MixtureParameters
@@ -75,10 +79,17 @@ class EMState:
     iteration: int = 0
     rows: int | None = None
     stopped: list[bool] = field(default_factory=list)
+    level: list[int] = field(default_factory=list)
+    level_since: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.stopped:  # none stopped (and checkpoints written before races had no entry for it)
+        # none stopped, none annealed yet (and checkpoints written before races or annealing had no entry)
+        if not self.stopped:
             self.stopped = [False] * len(self.failed)
+        if not self.level:
+            self.level = [0] * len(self.failed)
+        if not self.level_since:
+            self.level_since = [0] * len(self.failed)
 
     @classmethod
     def start(
@@ -147,6 +158,38 @@ class Race:
         return rest == 0 and ratio > 0 and ratio & (ratio - 1) == 0
 
 
+# An annealing level has settled when its bound changes by less than this many times the EM tolerance: the
+# levels below beta = 1 only need to place the components roughly.
+LEVEL_TOL = 10.0
+
+
+@dataclass(frozen=True)
+class Anneal:
+    """Deterministic annealing (Ueda and Nakano 1998): responsibilities proportional to ``(w_k p(x|k))^beta``.
+
+    Restart ``r`` starts at ``beta = beta_start[r]`` and climbs ``steps`` levels, geometrically spaced, to
+    ``beta = 1`` (plain EM, run to convergence as usual): level ``l`` has ``beta_start[r] ** (1 - l / steps)``.
+    A restart moves up a level when its bound changes by less than the EM tolerance within the level, or after
+    ``level_iter`` iterations at it. A small ``beta`` flattens the posterior, so the components first settle where
+    the data's coarse structure is and only then compete for the details, which keeps EM out of many poor local
+    optima that it would otherwise fall into in its first iterations.
+
+    The lower bound reported throughout is the untempered mean log-likelihood: it need not rise while
+    ``beta < 1``. A restart converges only at ``beta = 1``, and not on the iteration right after a level change
+    (its change still measures the previous level).
+    """
+
+    beta_start: tuple[float, ...]
+    steps: int
+    level_iter: int
+
+    def beta(self, restart: int, level: int) -> float:
+        """The inverse temperature of ``restart`` at ``level`` (1 from level ``steps`` on)."""
+        if level >= self.steps:
+            return 1.0
+        return self.beta_start[restart] ** (1.0 - level / self.steps)
+
+
 @dataclass(frozen=True)
 class EMConfig:
     """What the EM loop needs besides the data and its state.
@@ -165,6 +208,8 @@ class EMConfig:
         :func:`torchgmm.passes.retry_with_fewer_rows`).
     race : Race, optional
         Stop the restarts that lag (``strategy='race'``); None runs every restart to the end.
+    anneal : Anneal, optional
+        Temper the responsibilities of the first iterations (``strategy='anneal'``); None: plain EM.
     """
 
     covariance: CovarianceType
@@ -172,6 +217,7 @@ class EMConfig:
     max_iter: int
     rows: int | None = None
     race: Race | None = None
+    anneal: Anneal | None = None
 
 
 class Observer:
@@ -302,10 +348,13 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
     current = state.params if len(active) == R else state.params.select(index)
     # the rows asked for, or fewer once memory ran out with them
     cap = rows if state.rows is None else state.rows if rows is None else min(rows, state.rows)
-    chosen = choose_kernel(current, covariance)  # the kernel sizes the tiles
+    anneal = config.anneal
+    betas = [1.0] * len(active) if anneal is None else [anneal.beta(r, state.level[r]) for r in active]
+    beta = torch.tensor(betas, dtype=torch.float64, device=device) if min(betas) < 1.0 else None
+    chosen = choose_kernel(current, covariance, tempered=beta is not None)  # the kernel sizes the tiles
     planned = chunk_rows(data.n_samples, chosen[0].elements_per_row(len(active), K, D), device, cap)
     stats, used = retry_with_fewer_rows(
-        lambda n: e_step(data, current, covariance, n, chosen), planned, "the E-step", device, 7
+        lambda n: e_step(data, current, covariance, n, chosen, beta), planned, "the E-step", device, 7
     )
     # The bound is the mean log-likelihood of the parameters before this M-step.
     new_bound = stats.log_likelihood / data.n_samples
@@ -323,6 +372,7 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
         params = params.replace(index.index_select(0, keep), step.params.select(keep))
     bound, failed, converged = list(state.lower_bound), list(state.failed), list(state.converged)
     history, n_iter = list(state.lower_bounds), list(state.n_iter)
+    level, level_since = list(state.level), list(state.level_since)
     still_active = []
     largest_change = 0.0
     for j, r in enumerate(active):
@@ -335,11 +385,18 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
         history[r] = [*history[r], host_bound[j]]
         n_iter[r] = iteration
         largest_change = max(largest_change, abs(change))
-        # a change measured across a repair says nothing about convergence
-        if abs(change) < tol and r not in state.just_repaired and r not in just_repaired:
+        # a change measured across a repair or a change of temperature says nothing about convergence
+        settled = r not in state.just_repaired and r not in just_repaired
+        settled = settled and (level_since[r] == 0 or iteration - level_since[r] >= 2)
+        if betas[j] < 1.0:  # annealing: up a level once this one has settled, or after its iterations
+            if (abs(change) < LEVEL_TOL * tol and settled) or iteration - level_since[r] >= anneal.level_iter:
+                level[r], level_since[r] = level[r] + 1, iteration
+            still_active.append(r)
+        elif abs(change) < tol and settled:
             converged[r] = True
         else:
             still_active.append(r)
+    state.level, state.level_since = level, level_since
     state.params, state.repairs, state.active, state.just_repaired = params, repairs, still_active, just_repaired
     state.lower_bound, state.failed, state.converged = bound, failed, converged
     state.lower_bounds, state.n_iter, state.iteration = history, n_iter, iteration

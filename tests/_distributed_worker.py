@@ -82,6 +82,7 @@ def _fitted(gm) -> dict:
         lower_bounds=np.asarray(gm.lower_bounds_),
         init_lower_bounds=gm.init_lower_bounds_,
         n_iter=gm.n_iter_,
+        rounds=np.asarray([[*r.merged, r.split, r.lower_bound_after] for r in gm.split_merge_rounds_]),
     )
 
 

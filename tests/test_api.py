@@ -110,6 +110,11 @@ def test_get_params_lists_constructor_arguments():
         "race_survivors",
         "race_first_cut",
         "init_whiten",
+        "anneal_beta_start",
+        "anneal_steps",
+        "anneal_iter",
+        "split_merge_candidates",
+        "split_merge_rounds",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

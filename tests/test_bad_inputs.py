@@ -576,7 +576,7 @@ CASES: dict[str, Callable[[], Any]] = {
     ),
     "kernel-env-unknown": lambda: _with_kernel_env("cuda", lambda: _fit()),
     "kernel-env-no-triton": lambda: _with_kernel_env("triton", lambda: _fit(), triton_missing=True),
-    "strategy-unknown": lambda: _parameter("strategy", "anneal"),
+    "strategy-unknown": lambda: _each(lambda: _parameter("strategy", "annealing"), lambda: _parameter("strategy", None)),
     "race-survivors-type": lambda: _each(
         lambda: _parameter("race_survivors", 2.5, strategy="race"), lambda: _parameter("race_survivors", "2")
     ),
@@ -585,6 +585,42 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("race_first_cut", 1.5), lambda: _parameter("race_first_cut", None, strategy="race")
     ),
     "race-first-cut-range": lambda: _parameter("race_first_cut", 0, strategy="race"),
+    "anneal-beta-start-type": lambda: _each(
+        lambda: _parameter("anneal_beta_start", "0.1", strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", True),
+        lambda: _parameter("anneal_beta_start", [0.1, "x"], n_init=2, strategy="anneal"),
+    ),
+    "anneal-beta-start-range": lambda: _each(
+        lambda: _parameter("anneal_beta_start", 0.0, strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", 1.5),
+        lambda: _parameter("anneal_beta_start", -0.1, strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", float("nan"), strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", [0.1, 2.0], n_init=2, strategy="anneal"),
+    ),
+    "anneal-beta-start-length": lambda: _each(
+        lambda: _parameter("anneal_beta_start", [0.1, 0.2, 0.3], n_init=2, strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", [], strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", np.full((1, 1), 0.5), strategy="anneal"),
+        lambda: _parameter("anneal_beta_start", [0.1, 0.2, 0.3], n_init=4, strategy="auto"),  # auto runs 2
+    ),
+    "anneal-steps-type": lambda: _each(
+        lambda: _parameter("anneal_steps", 2.5, strategy="anneal"), lambda: _parameter("anneal_steps", "4")
+    ),
+    "anneal-steps-range": lambda: _parameter("anneal_steps", 0, strategy="anneal"),
+    "anneal-iter-type": lambda: _each(
+        lambda: _parameter("anneal_iter", 2.5, strategy="anneal"), lambda: _parameter("anneal_iter", None)
+    ),
+    "anneal-iter-range": lambda: _parameter("anneal_iter", 0, strategy="anneal"),
+    "split-merge-candidates-type": lambda: _each(
+        lambda: _parameter("split_merge_candidates", 2.0, strategy="split-merge"),
+        lambda: _parameter("split_merge_candidates", "8"),
+    ),
+    "split-merge-candidates-range": lambda: _parameter("split_merge_candidates", 0, strategy="split-merge"),
+    "split-merge-rounds-type": lambda: _each(
+        lambda: _parameter("split_merge_rounds", 1.5, strategy="split-merge"),
+        lambda: _parameter("split_merge_rounds", None),
+    ),
+    "split-merge-rounds-range": lambda: _parameter("split_merge_rounds", -1, strategy="split-merge"),
     "init-whiten-type": lambda: _each(lambda: _parameter("init_whiten", "yes"), lambda: _parameter("init_whiten", 1)),
     "learning-decay-type": lambda: _step_size_parameter("learning_decay", "0.7"),
     "learning-decay-above-one": lambda: _step_size_parameter("learning_decay", 2),

@@ -116,12 +116,14 @@ def test_quality_bench_runs_on_a_tiny_case(monkeypatch, tmp_path, capsys):
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(c, 1.0, (60, 2)) for c in (-4.0, 0.0, 4.0)])
     monkeypatch.setattr(quality, "data_sets", lambda: [("tiny", X, 3, "full", 1e-6)])
-    assert quality.main(["--seeds", "2", "--race", "8,2,1", "--out", str(tmp_path / "q.json")]) == 0
+    assert quality.main(["--seeds", "2", "--out", str(tmp_path / "q.json")]) == 0
     result = json.loads((tmp_path / "q.json").read_text())
     [row] = result["rows"]
-    assert row["data"] == "tiny" and len(row["plain"]["bounds"]) == len(row["race"]["bounds"]) == 2
-    assert row["race"]["median_gap"] >= row["race"]["best_gap"]
-    assert "race" in capsys.readouterr().out
+    assert row["data"] == "tiny"
+    out = capsys.readouterr().out
+    for method in quality.METHODS:
+        assert len(row[method]["bounds"]) == 2 and row[method]["median_gap"] >= row[method]["best_gap"], method
+        assert row[method]["restart_iterations"] > 0 and method in out
 
 
 def test_selection_bench_runs_on_tiny_mixtures(monkeypatch, tmp_path, capsys):

@@ -672,3 +672,33 @@ def test_fit_runs_a_race_and_whitened_seeding_as_the_estimator_does(blobs, tmp_p
     ).fit(X)
     np.testing.assert_array_equal(model.init_stopped_early_, expected.init_stopped_early_)
     np.testing.assert_allclose(model.means_, expected.means_, rtol=1e-10)
+
+
+def test_fit_anneals_and_moves_as_the_estimator_does(blobs, tmp_path):
+    from torchgmm import GaussianMixture, cli
+
+    folder, X = blobs
+    argv = ["fit", str(folder / "X.npy"), "-k", "3", "--n-init", "2", "--strategy", "auto", "--anneal-beta-start"]
+    argv += ["0.2", "--anneal-steps", "2", "--anneal-iter", "3", "--split-merge-candidates", "3"]
+    assert cli.main([*argv, "--split-merge-rounds", "2", "-q", "-o", str(tmp_path / "m.pt")]) == 0
+    model = GaussianMixture.load(tmp_path / "m.pt")
+    expected = GaussianMixture(
+        3,
+        n_init=2,
+        strategy="auto",
+        anneal_beta_start=0.2,
+        anneal_steps=2,
+        anneal_iter=3,
+        split_merge_candidates=3,
+        split_merge_rounds=2,
+        random_state=0,
+    ).fit(X)
+    assert model.split_merge_rounds_ == expected.split_merge_rounds_ and len(expected.split_merge_rounds_) >= 1
+    assert model.lower_bounds_ == pytest.approx(expected.lower_bounds_, rel=1e-10)
+    # a config file may give one start per restart (auto runs a third of --n-init, rounded up)
+    config = tmp_path / "anneal.yaml"
+    config.write_text("strategy: anneal\nn_init: 2\nanneal_beta_start: [0.1, 0.9]\n")
+    argv = ["fit", str(folder / "X.npy"), "-k", "3", "--config", str(config), "-q", "-o", str(tmp_path / "a.pt")]
+    assert cli.main(argv) == 0
+    expected = GaussianMixture(3, n_init=2, strategy="anneal", anneal_beta_start=[0.1, 0.9], random_state=0).fit(X)
+    np.testing.assert_allclose(GaussianMixture.load(tmp_path / "a.pt").means_, expected.means_, rtol=1e-10)

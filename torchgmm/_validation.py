@@ -209,6 +209,34 @@ def check_scalar(value: Any, name: str, kind: type, low: float | None = None, hi
         raise ValueError(f"'{name}' must be finite, got {value!r}.")
 
 
+def check_beta_start(value: Any, n_restarts: int) -> None:
+    """Raise TypeError/ValueError unless ``value`` is None, an inverse temperature in ``(0, 1]``, or one per restart.
+
+    ``anneal_beta_start``: a spread chosen by torchgmm (None), one start for every restart, or one per restart
+    (different schedules in one batch).
+    """
+    name = "anneal_beta_start"
+    if value is None:
+        return
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if np.ndim(value) != 1 or len(value) != n_restarts:
+            raise ValueError(
+                f"'{name}' must be None, one number or a sequence of {n_restarts} numbers, one per restart "
+                f"(n_init, or a third of it, rounded up, with strategy='auto'), got shape {np.shape(value)}."
+            )
+        values = list(value)
+    else:
+        values = [value]
+    for v in values:
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise TypeError(
+                f"'{name}' must be None, a number in (0, 1] or a sequence of them, got {v!r} of type "
+                f"{type(v).__name__}."
+            )
+        if not 0.0 < float(v) <= 1.0:
+            raise ValueError(f"'{name}' must be in (0, 1] (an inverse temperature; 1 is plain EM), got {v!r}.")
+
+
 def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``random_state``.
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,10 +33,14 @@ from torchgmm.model import FittedMixture, mixture_parameters
 from torchgmm.mstep import RepairState, repaired_restarts, summary
 from torchgmm.online import online_em_step, step_size
 from torchgmm.passes import chunk_rows, retry_with_fewer_rows
-from torchgmm.trainer import Callback, EMConfig, EMState, Observer, Observers, Progress, Race, run_em
+from torchgmm.smem import SplitMerge, split_and_merge
+from torchgmm.trainer import Anneal, Callback, EMConfig, EMState, Observer, Observers, Progress, Race, run_em
 
 __all__ = [
     "FitConfig",
+    "BETA_SPREAD",
+    "restart_count",
+    "beta_starts",
     "WarmStart",
     "Fit",
     "fit_mixture",
@@ -70,13 +75,60 @@ class FitConfig:
     race_survivors: int | None = None
     race_first_cut: int = 2
     init_whiten: bool = False
+    anneal_beta_start: object = None
+    anneal_steps: int = 4
+    anneal_iter: int = 10
+    split_merge_candidates: int = 8
+    split_merge_rounds: int = 10
+
+    def split_merge(self) -> SplitMerge | None:
+        """The moves of ``strategy='split-merge'``, else None."""
+        if self.strategy not in ("split-merge", "auto"):
+            return None
+        return SplitMerge(self.split_merge_candidates, self.split_merge_rounds)
+
+    @property
+    def n_restarts(self) -> int:
+        """Restarts the fit runs: ``n_init``, or a third of it, rounded up, with ``strategy='auto'`` (whose
+        annealing and moves spend about as much again, so the whole costs about ``n_init`` plain restarts)."""
+        return restart_count(self.strategy, self.n_init)
+
+    def anneal(self) -> Anneal | None:
+        """The annealing schedule of ``strategy='anneal'`` or ``'auto'`` (one start per restart), else None."""
+        if self.strategy not in ("anneal", "auto"):
+            return None
+        return Anneal(beta_starts(self.anneal_beta_start, self.n_restarts), self.anneal_steps, self.anneal_iter)
 
     def race(self) -> Race | None:
         """The race of ``strategy='race'`` (``survivors`` defaulting to an eighth of the restarts), else None."""
         if self.strategy != "race":
             return None
-        survivors = self.race_survivors if self.race_survivors is not None else math.ceil(self.n_init / 8)
-        return Race(self.race_first_cut, max(1, min(survivors, self.n_init)))
+        survivors = self.race_survivors if self.race_survivors is not None else math.ceil(self.n_restarts / 8)
+        return Race(self.race_first_cut, max(1, min(survivors, self.n_restarts)))
+
+
+# The inverse temperatures annealed restarts start from, when not given: spread geometrically over the
+# restarts, so that one batch tries both strong annealing (which helps most on data with many features) and
+# mild annealing (which keeps components apart where strong annealing would merge them); see bench/NOTES.md.
+BETA_SPREAD = (0.05, 0.5)
+
+
+def restart_count(strategy: str, n_init: int) -> int:
+    """The restarts a fit with ``strategy`` and ``n_init`` runs (see :attr:`FitConfig.n_restarts`)."""
+    return math.ceil(n_init / 3) if strategy == "auto" else n_init
+
+
+def beta_starts(value: object, n_restarts: int) -> tuple[float, ...]:
+    """Each restart's starting inverse temperature: ``value`` (one number, or one per restart), or spread
+    geometrically over :data:`BETA_SPREAD` (None; one restart: their geometric mean)."""
+    if value is None:
+        low, high = BETA_SPREAD
+        if n_restarts == 1:
+            return (math.sqrt(low * high),)
+        return tuple(float(b) for b in np.geomspace(low, high, n_restarts))
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(float(b) for b in value)
+    return (float(value),) * n_restarts
 
 
 class WarmStart(NamedTuple):
@@ -128,7 +180,7 @@ def fit_mixture(
     callback: Callable[[int, int, float], None] | None = None,
     stacklevel: int = 1,
 ) -> Fit:
-    """Fit ``config.n_init`` restarts (one when warm-starting) at once and keep the best.
+    """Fit ``config.n_restarts`` restarts (one when warm-starting) at once and keep the best.
 
     Parameters
     ----------
@@ -160,7 +212,7 @@ def fit_mixture(
     if resumed is not None:
         content, shift = resumed
         data = data.with_shift(shift)  # the state's parameters are centred on the saved mean
-        shape = (1 if warm is not None else config.n_init, config.n_components, data.n_features)
+        shape = (1 if warm is not None else config.n_restarts, config.n_components, data.n_features)
         with distributed.together():
             state = restore(checkpoint, content, device, dtype, shape)
         if config.verbose:
@@ -170,7 +222,7 @@ def fit_mixture(
         repairs = RepairState.start(1, config.n_components, covariance, config.reg_covar, device)
         state = EMState.start(params, repairs, lower_bound=float(warm.lower_bound))
     else:
-        repairs = RepairState.start(config.n_init, config.n_components, covariance, config.reg_covar, device)
+        repairs = RepairState.start(config.n_restarts, config.n_components, covariance, config.reg_covar, device)
         params, ok = initial_parameters(data, config, inits, generator, repairs, stacklevel + 1)
         state = EMState.start(params, repairs, ok)
     observers: list[Observer] = []
@@ -184,8 +236,10 @@ def fit_mixture(
         observers.append(writer)
         if resumed is None:
             writer.save(state)  # the initialisation is not redone on resume
-    race = config.race() if warm is None else None  # a warm start runs one restart
-    state = run_em(data, state, EMConfig(covariance, config.tol, config.max_iter, race=race), Observers(observers))
+    # a warm start runs one restart from a fitted model: no race, no annealing
+    race, anneal = (config.race(), config.anneal()) if warm is None else (None, None)
+    em_config = EMConfig(covariance, config.tol, config.max_iter, race=race, anneal=anneal)
+    state = run_em(data, state, em_config, Observers(observers))
     best = state.best()
     if best is None:
         if saving:
@@ -193,6 +247,9 @@ def fit_mixture(
         raise ill_defined(dtype)
     _warn(state, best, config, stacklevel + 1)
     model = _model(state, best, covariance, data.shift)
+    moves = config.split_merge() if warm is None else None
+    if moves is not None:
+        model = _moved(data, state, best, model, em_config, moves, config.reg_covar)
     if saving:
         checkpoint.remove()
     return Fit(model, data)
@@ -214,6 +271,8 @@ def _checkpoint(
         "strategy": config.strategy,
         "init_whiten": config.init_whiten,
         "race": None if (race := config.race()) is None else [race.first_cut, race.survivors],
+        "anneal": None if (a := config.anneal()) is None else [*a.beta_start, a.steps, a.level_iter],
+        "split_merge": None if (m := config.split_merge()) is None else [m.candidates, m.rounds],
     }
     return fit_checkpoint(config.checkpoint_path, settings, data, inits, warm, seed)
 
@@ -234,7 +293,7 @@ def initial_parameters(
     every part was given.
     """
     covariance, device, dtype = config.covariance, data.device, data.dtype
-    R, K = n_restarts or config.n_init, config.n_components
+    R, K = n_restarts or config.n_restarts, config.n_components
     ok = None
     if len(inits) < 3:
         seed_state = generator.get_state()
@@ -305,6 +364,38 @@ def _model(state: EMState, best: int, covariance: CovarianceType, shift: Tensor)
         repairs=list(events[best]),
         init_repairs=[list(restart) for restart in events],
         init_stopped_early=[bool(v) for v in state.stopped],
+    )
+
+
+def _moved(
+    data: ScannedData,
+    state: EMState,
+    best: int,
+    model: FittedMixture,
+    em_config: EMConfig,
+    moves: SplitMerge,
+    reg_covar: float,
+) -> FittedMixture:
+    """``model`` (restart ``best`` of ``state``) after split-and-merge rounds: the last kept move's mixture, its
+    iterations and bounds after the restart's, and every round in ``split_merge_rounds``."""
+    current = state.params.select(torch.tensor([best], device=data.device))
+    plain_em = EMConfig(em_config.covariance, em_config.tol, em_config.max_iter)
+    moved = split_and_merge(data, current, state.lower_bound[best], moves, plain_em, reg_covar)
+    if moved.state is None:
+        return model.replace(split_merge_rounds=moved.rounds)
+    last = _model(moved.state, moved.kept, em_config.covariance, data.shift)
+    return model.replace(
+        weights=last.weights,
+        means=last.means,
+        covariances=last.covariances,
+        precisions=last.precisions,
+        precisions_cholesky=last.precisions_cholesky,
+        converged=last.converged,
+        n_iter=model.n_iter + moved.n_iter,
+        lower_bound=last.lower_bound,
+        lower_bounds=model.lower_bounds + moved.lower_bounds,
+        repairs=model.repairs + last.repairs,
+        split_merge_rounds=moved.rounds,
     )
 
 

@@ -22,6 +22,7 @@ from torchgmm.em import MixtureParameters
 from torchgmm.module import GaussianMixtureModule
 from torchgmm.mstep import Repair
 from torchgmm.persistence import plain
+from torchgmm.smem import Round
 
 __all__ = ["FITTED_ATTRIBUTES", "FittedMixture", "mixture_parameters", "to_module"]
 
@@ -40,6 +41,7 @@ FITTED_ATTRIBUTES = (
     "init_converged_",
     "init_lower_bounds_history_",
     "init_stopped_early_",
+    "split_merge_rounds_",
     "repairs_",
     "init_repairs_",
     "n_features_in_",
@@ -72,6 +74,8 @@ class FittedMixture:
         Every restart's.
     init_stopped_early : list of bool
         Restarts a race stopped before they converged (``strategy='race'``).
+    split_merge_rounds : list of Round
+        Each round of split-and-merge moves after EM (``strategy='split-merge'``), kept or not.
     """
 
     covariance_type: str
@@ -90,6 +94,7 @@ class FittedMixture:
     repairs: list[Repair]
     init_repairs: list[list[Repair]]
     init_stopped_early: list[bool] = dataclasses.field(default_factory=list)
+    split_merge_rounds: list[Round] = dataclasses.field(default_factory=list)
 
     @property
     def covariance(self) -> CovarianceType:
@@ -123,6 +128,7 @@ class FittedMixture:
             "init_stopped_early_": np.asarray(
                 self.init_stopped_early or [False] * len(self.init_lower_bounds), dtype=bool
             ),
+            "split_merge_rounds_": list(self.split_merge_rounds),
             "repairs_": list(self.repairs),
             "init_repairs_": [list(restart) for restart in self.init_repairs],
             "n_features_in_": self.n_features,
@@ -153,6 +159,7 @@ class FittedMixture:
             repairs=list(getattr(owner, "repairs_", [])),
             init_repairs=[list(r) for r in getattr(owner, "init_repairs_", [])],
             init_stopped_early=[bool(v) for v in np.asarray(getattr(owner, "init_stopped_early_", []))],
+            split_merge_rounds=list(getattr(owner, "split_merge_rounds_", [])),
         )
 
     # -------------------------------------------------------------------------------------- model files
@@ -182,6 +189,11 @@ class FittedMixture:
             init_repairs=[[Repair(*r) for r in events] for events in content.get("init_repairs_", [])],
             # files written before races were added have none
             init_stopped_early=[bool(v) for v in content.get("init_stopped_early_", torch.zeros(0)).tolist()],
+            # and files written before split-and-merge none of these
+            split_merge_rounds=[
+                Round((int(i), int(j)), int(k), float(b), float(a), bool(kept), int(cost))
+                for (i, j), k, b, a, kept, cost in content.get("split_merge_rounds_", [])
+            ],
         )
 
     # ------------------------------------------------------------------------------------------ uses

@@ -57,6 +57,11 @@ FIT_DEFAULTS: dict[str, Any] = {
     "strategy": "restarts",
     "race_survivors": None,
     "race_first_cut": 2,
+    "anneal_beta_start": None,
+    "anneal_steps": 4,
+    "anneal_iter": 10,
+    "split_merge_candidates": 8,
+    "split_merge_rounds": 10,
     "init_whiten": False,
 }
 SELECT_DEFAULTS: dict[str, Any] = {
@@ -182,6 +187,11 @@ def estimator(options: dict[str, Any], n_components: int, covariance_type: str) 
         strategy=options["strategy"],
         race_survivors=options["race_survivors"],
         race_first_cut=options["race_first_cut"],
+        anneal_beta_start=options["anneal_beta_start"],
+        anneal_steps=options["anneal_steps"],
+        anneal_iter=options["anneal_iter"],
+        split_merge_candidates=options["split_merge_candidates"],
+        split_merge_rounds=options["split_merge_rounds"],
         init_whiten=options["init_whiten"],
     )
 
@@ -233,7 +243,9 @@ def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
     parser.add_argument(
         "--strategy",
         choices=list(STRATEGIES),
-        help=f"restarts: run every restart to the end; race: stop the lagging ones (default {defaults['strategy']})",
+        help="restarts: run every restart to the end; race: stop the lagging ones; anneal: temper the first "
+        "iterations; split-merge: then move components; auto: anneal a third of --n-init, then move "
+        f"(default {defaults['strategy']})",
     )
     parser.add_argument(
         "--race-survivors", type=int, help="restarts that finish a race (default: an eighth of --n-init)"
@@ -242,6 +254,28 @@ def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
         "--race-first-cut",
         type=int,
         help=f"iterations before a race's first cut (default {defaults['race_first_cut']})",
+    )
+    parser.add_argument(
+        "--anneal-beta-start",
+        type=float,
+        help="inverse temperature annealing starts from, in (0, 1] (default: spread over the restarts; a --config "
+        "may list one per restart)",
+    )
+    parser.add_argument(
+        "--anneal-steps", type=int, help=f"levels from the start to 1 (default {defaults['anneal_steps']})"
+    )
+    parser.add_argument(
+        "--anneal-iter", type=int, help=f"most iterations per annealing level (default {defaults['anneal_iter']})"
+    )
+    parser.add_argument(
+        "--split-merge-candidates",
+        type=int,
+        help=f"moves tried per split-and-merge round (default {defaults['split_merge_candidates']})",
+    )
+    parser.add_argument(
+        "--split-merge-rounds",
+        type=int,
+        help=f"most split-and-merge rounds (default {defaults['split_merge_rounds']})",
     )
     parser.add_argument("--seed", type=int, help=f"random seed (default {defaults['seed']})")
     parser.add_argument(

@@ -115,7 +115,9 @@ def _numpy_anneal(X, weights, means, variances, beta_start, steps, level_iter, t
     return history, means, converged
 
 
-@pytest.mark.parametrize(("beta_start", "steps", "level_iter"), [(0.05, 3, 4), (0.02, 4, 2), (0.3, 2, 50), (1.0, 4, 10)])
+@pytest.mark.parametrize(
+    ("beta_start", "steps", "level_iter"), [(0.05, 3, 4), (0.02, 4, 2), (0.3, 2, 50), (1.0, 4, 10)]
+)
 def test_an_annealed_fit_follows_the_schedule_computed_in_numpy(beta_start, steps, level_iter):
     X, _ = make_blobs(150, 2, 4, 1.5, seed=11)
     rng = np.random.default_rng(2)

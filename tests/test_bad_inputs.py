@@ -576,7 +576,9 @@ CASES: dict[str, Callable[[], Any]] = {
     ),
     "kernel-env-unknown": lambda: _with_kernel_env("cuda", lambda: _fit()),
     "kernel-env-no-triton": lambda: _with_kernel_env("triton", lambda: _fit(), triton_missing=True),
-    "strategy-unknown": lambda: _each(lambda: _parameter("strategy", "annealing"), lambda: _parameter("strategy", None)),
+    "strategy-unknown": lambda: _each(
+        lambda: _parameter("strategy", "annealing"), lambda: _parameter("strategy", None)
+    ),
     "race-survivors-type": lambda: _each(
         lambda: _parameter("race_survivors", 2.5, strategy="race"), lambda: _parameter("race_survivors", "2")
     ),

@@ -8,8 +8,9 @@ Each mixture has K in 2..5 full-covariance clusters of random shapes in 4 featur
 overlapping), 250 rows per cluster, and every feature rescaled by a factor between 0.01 and 100 (units a user's
 data might have). Candidates: K = 1..8 and the four covariance types, one restart each, BIC. Compared:
 scikit-learn's ``GaussianMixture`` looped over the candidates, torchgmm's ``GaussianMixtureSelection`` with its
-default (scikit-learn's) seeding and with ``init_whiten=True``, and the same torchgmm fits looped by hand (the
-time ``GaussianMixtureSelection`` must not exceed). All in float64 on the CPU, in this one process (so
+default (scikit-learn's) seeding, with ``init_whiten=True``, with ``grow=True`` (each K from the K-1 fit, split),
+with ``strategy='auto'``, and the same torchgmm fits looped by hand (the time ``GaussianMixtureSelection`` must
+not exceed). All in float64 on the CPU, in this one process (so
 scikit-learn runs with this machine's OpenBLAS settings: its times are indicative only).
 """
 
@@ -75,6 +76,9 @@ METHODS = {
     "torchgmm loop": _torchgmm_loop,
     "GaussianMixtureSelection": _selection,
     "GaussianMixtureSelection, init_whiten": lambda X, seed: _selection(X, seed, init_whiten=True),
+    "GaussianMixtureSelection, grow": lambda X, seed: _selection(X, seed, grow=True),
+    "GaussianMixtureSelection, grow, init_whiten": lambda X, seed: _selection(X, seed, grow=True, init_whiten=True),
+    "GaussianMixtureSelection, strategy=auto": lambda X, seed: _selection(X, seed, strategy="auto"),
 }
 
 

@@ -802,6 +802,11 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _select(covariance_types=("full", "banana")), lambda: _select(covariance_types=())
     ),
     "selection-criterion-unknown": lambda: _select(criterion="bic2"),
+    "selection-nothing-fitted": lambda: GaussianMixtureSelection([1, 2], ["full", "diag"]).fit(X * 1e200),
+    "selection-grow-type": lambda: _each(lambda: _select(grow="yes"), lambda: _select(grow=1)),
+    "selection-strategy-settings": lambda: _each(
+        lambda: _select(strategy="anneal", anneal_beta_start=2.0), lambda: _select(anneal_beta_start=0.0)
+    ),
     "selection-validation-fraction": lambda: _each(
         lambda: _select(criterion="held-out", validation_fraction=0.0),
         lambda: _select(criterion="held-out", validation_fraction=1.0),
@@ -1094,7 +1099,7 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("predict", _model_file(), _npy("X3.npy", X3)),
         _cli("score", _model_file(), _npy("X3.npy", X3)),
     ],
-    "cli-select-nothing-fitted": lambda: _cli("select", _data(), "-k", "1,2", "--n-init", "0"),
+    "cli-select-nothing-fitted": lambda: _cli("select", _npy("huge.npy", X * 1e200), "-k", "1,2"),
     "cli-select-k-above-rows": lambda: [
         _cli("select", _data(), "-k", "100"),
         _cli("select", _data(), "-k", "1-100"),

@@ -523,7 +523,11 @@ def test_refused_input_prints_nothing_on_stdout(tmp_path, capsys):
     one_error_line(out, "X has 3 features, but GaussianMixture is expecting 2 features as input.")
     assert out.returncode == 1 and out.stdout == ""
     out = run("select", "three.npy", "-k", "1,2", "--n-init", "0")
-    one_error_line(out, "no model could be fitted; the first failure: K=1, full: 'n_init' must be >= 1, got 0.")
+    one_error_line(out, "'n_init' must be >= 1, got 0.")  # checked once, before any candidate
+    assert out.returncode == 1 and out.stdout == ""
+    np.save(tmp_path / "huge.npy", np.random.default_rng(0).normal(size=(10, 2)) * 1e200)
+    out = run("select", "huge.npy", "-k", "1,2")
+    one_error_line(out, "no model could be fitted; the first failure: K=1, full: Fitting the mixture model failed")
     assert out.returncode == 1 and out.stdout == ""
     for argv in (
         ["predict", str(model), "three.npy"],
@@ -535,7 +539,7 @@ def test_refused_input_prints_nothing_on_stdout(tmp_path, capsys):
         assert cli.main(argv) in (1, 2)
         printed = capsys.readouterr()
         assert printed.out == "" and len(printed.err.splitlines()) == 1, (argv, printed)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "three.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.npy", "m.pt", "three.npy"]
 
 
 def test_quiet_score_and_select_print_nothing(tmp_path, capsys):
@@ -702,3 +706,17 @@ def test_fit_anneals_and_moves_as_the_estimator_does(blobs, tmp_path):
     assert cli.main(argv) == 0
     expected = GaussianMixture(3, n_init=2, strategy="anneal", anneal_beta_start=[0.1, 0.9], random_state=0).fit(X)
     np.testing.assert_allclose(GaussianMixture.load(tmp_path / "a.pt").means_, expected.means_, rtol=1e-10)
+
+
+def test_select_grows_as_the_selection_does(blobs, tmp_path):
+    from torchgmm import GaussianMixtureSelection, cli
+
+    folder, X = blobs
+    argv = ["select", str(folder / "X.npy"), "-k", "1-3", "--covariance-types", "diag", "--grow", "-q"]
+    assert cli.main([*argv, "-o", str(tmp_path / "b.pt")]) == 0
+    from torchgmm import GaussianMixture
+
+    expected = GaussianMixtureSelection(range(1, 4), ["diag"], n_init=4, random_state=0, grow=True).fit(X)
+    loaded = GaussianMixture.load(tmp_path / "b.pt")
+    assert loaded.n_components == expected.best_params_["n_components"]
+    np.testing.assert_allclose(np.sort(loaded.means_, 0), np.sort(expected.best_estimator_.means_, 0), rtol=1e-9)

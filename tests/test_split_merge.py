@@ -194,3 +194,77 @@ def test_auto_anneals_a_third_of_the_restarts_and_then_moves():
     # one annealed restart starts from the spread's geometric middle: its path is not plain EM's
     plain = GaussianMixture(3, n_init=1, random_state=0).fit(X)
     assert gm1.init_lower_bounds_history_[0] != plain.init_lower_bounds_history_[0]
+
+
+# ------------------------------------------------------------------------ growing: K + 1 from a fit of K
+
+
+def test_grown_parameters_split_the_worst_explained_components():
+    from torchgmm.smem import grown_parameters
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(0, 2.5, (160, D))
+    params = _mixture("full", rng)
+    data = scanned(torch.as_tensor(X))
+    got, ok, _ = grown_parameters(data, _centred(params, data.shift), 6, get_covariance_type("full"), 1e-6)
+    assert ok == [True] * 6 and tuple(got.means.shape) == (6, K + 1, D)
+    log_prob = _log_prob(X, params)
+    norm = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - norm[:, None])
+    order = np.argsort(resp.T @ norm / resp.sum(0), kind="stable")  # worst-explained first
+    cov = params.covariances[0].numpy()
+    for c in range(6):
+        k = order[c % K]  # more restarts than components: the order again
+        axis = np.linalg.eigh(cov[k])[1][:, -1]
+        side = (X - params.means[0, k].numpy()) @ axis > 0
+        moved = np.concatenate([resp, np.where(side, resp[:, k], 0.0)[:, None]], axis=1)
+        moved[:, k] = np.where(side, 0.0, resp[:, k])
+        nk = moved.sum(0) + 10 * np.finfo(np.float64).eps
+        np.testing.assert_allclose(got.weights[c].numpy(), nk / nk.sum(), rtol=1e-10)
+        np.testing.assert_allclose(got.means[c].numpy() + data.shift.numpy(), moved.T @ X / nk[:, None], rtol=1e-9)
+
+
+def test_a_grown_fit_is_em_from_each_split_start():
+    from torchgmm.data import scanned as scan_tensor
+    from torchgmm.model import mixture_parameters
+    from torchgmm.smem import grown_parameters
+
+    X = _three_clusters(2)
+    smaller = GaussianMixture(2, covariance_type="diag", random_state=0, tol=1e-6).fit(X)
+    grown = GaussianMixture(3, covariance_type="diag", n_init=2, tol=1e-6)._fit_grown(X, smaller)
+    data = scan_tensor(torch.as_tensor(X))
+    covariance = get_covariance_type("diag")
+    arrays = (smaller.weights_, smaller.means_, smaller.covariances_, smaller.precisions_cholesky_)
+    params, _ = mixture_parameters(*arrays, covariance, torch.device("cpu"), torch.float64, data.shift)
+    starts, _, _ = grown_parameters(data, params, 2, covariance, 1e-6)
+    for r in range(2):
+        plain = GaussianMixture(
+            3,
+            covariance_type="diag",
+            tol=1e-6,
+            weights_init=starts.weights[r].numpy(),
+            means_init=(starts.means[r] + data.shift).numpy(),
+            precisions_init=1.0 / starts.covariances[r].numpy(),
+        ).fit(X)
+        np.testing.assert_allclose(grown.init_lower_bounds_history_[r], plain.lower_bounds_, rtol=1e-9)
+    assert grown.lower_bound_ > smaller.lower_bound_ + 0.5  # the third cluster found
+    with pytest.raises(ValueError, match="needs a fitted diag mixture of 2, got diag with 3"):
+        GaussianMixture(3, covariance_type="diag")._fit_grown(X, grown)
+
+
+def test_selection_grows_each_count_from_the_one_before():
+    from torchgmm import GaussianMixtureSelection
+
+    X = _three_clusters(3)
+    common = dict(n_components=[1, 2, 3, 5], covariance_types=["full"], n_init=2, random_state=0)
+    grown = GaussianMixtureSelection(grow=True, **common).fit(X)
+    fresh = GaussianMixtureSelection(**common).fit(X)
+    # K=1 and K=5 (no K=4 before it) start fresh; K=2 grows from K=1 and K=3 from K=2
+    for row in (0, 3):
+        assert grown.results_["lower_bound"][row] == pytest.approx(fresh.results_["lower_bound"][row], rel=1e-12)
+    one = GaussianMixture(1, n_init=2, random_state=0).fit(X)
+    two = GaussianMixture(2, n_init=2, random_state=0)._fit_grown(X, one)
+    three = GaussianMixture(3, n_init=2, random_state=0)._fit_grown(X, two)
+    assert grown.results_["lower_bound"][1] == pytest.approx(two.lower_bound_, rel=1e-12)
+    assert grown.results_["lower_bound"][2] == pytest.approx(three.lower_bound_, rel=1e-12)
+    assert grown.best_params_ == {"n_components": 3, "covariance_type": "full"}

@@ -9,6 +9,7 @@ from those attributes. Must not: contain EM, initialisation, checkpoint or repai
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -442,6 +443,21 @@ class GaussianMixture(Parameters):
         return self._fit(X, labels=True, callback=callback)
 
     @_entry_point
+    def _fit_grown(
+        self, X: Any, smaller: GaussianMixture, callback: Callable[[int, int, float], None] | None = None
+    ) -> GaussianMixture:
+        """Fit starting from ``smaller`` (fitted, one component fewer, the same covariance type), each restart
+        with one of its worst-explained components split in two (``GaussianMixtureSelection(grow=True)``)."""
+        if (smaller.n_components + 1, smaller.covariance_type) != (self.n_components, self.covariance_type):
+            raise ValueError(
+                f"Growing a {self.covariance_type} mixture of {self.n_components} components needs a fitted "
+                f"{self.covariance_type} mixture of {self.n_components - 1}, got {smaller.covariance_type} with "
+                f"{smaller.n_components}."
+            )
+        self._fit(X, labels=False, callback=callback, grow_from=smaller)
+        return self
+
+    @_entry_point
     def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
         """One stepwise-EM update from the mini-batch ``X`` (online EM).
 
@@ -595,35 +611,17 @@ class GaussianMixture(Parameters):
         )
 
     def _config(self, covariance: CovarianceType) -> FitConfig:
-        return FitConfig(
-            n_components=self.n_components,
-            covariance=covariance,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
-            init_params=self.init_params,
-            random_state=self.random_state,
-            warm_start=self.warm_start,
-            batch_size=self.batch_size,
-            verbose=self.verbose,
-            verbose_interval=self.verbose_interval,
-            checkpoint_path=self.checkpoint_path,
-            checkpoint_interval=self.checkpoint_interval,
-            learning_decay=self.learning_decay,
-            learning_offset=self.learning_offset,
-            strategy=self.strategy,
-            race_survivors=self.race_survivors,
-            race_first_cut=self.race_first_cut,
-            init_whiten=self.init_whiten,
-            anneal_beta_start=self.anneal_beta_start,
-            anneal_steps=self.anneal_steps,
-            anneal_iter=self.anneal_iter,
-            split_merge_candidates=self.split_merge_candidates,
-            split_merge_rounds=self.split_merge_rounds,
-        )
+        # every other field of a fit's settings is the parameter of the same name
+        names = [f.name for f in dataclasses.fields(FitConfig) if f.name != "covariance"]
+        return FitConfig(covariance=covariance, **{name: getattr(self, name) for name in names})
 
-    def _fit(self, X: Any, labels: bool, callback: Callable[[int, int, float], None] | None = None) -> Any:
+    def _fit(
+        self,
+        X: Any,
+        labels: bool,
+        callback: Callable[[int, int, float], None] | None = None,
+        grow_from: GaussianMixture | None = None,
+    ) -> Any:
         # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
         # Under torch.distributed, what fails on one rank only (its parameters, its shard, its reading of the
         # checkpoint) fails on every rank: each such step runs in distributed.together().
@@ -658,6 +656,9 @@ class GaussianMixture(Parameters):
         if warm:
             arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
             start = WarmStart(*arrays, float(self.lower_bound_))
+        if grow_from is not None:
+            g = grow_from
+            start = WarmStart(g.weights_, g.means_, g.covariances_, g.precisions_cholesky_, -math.inf, grow=True)
         fit = fit_mixture(data, self._config(covariance), inits, generator, start, callback, stacklevel=4)
         self._set_fitted(fit.model, like)
         if not labels:

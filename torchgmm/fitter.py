@@ -33,7 +33,7 @@ from torchgmm.model import FittedMixture, mixture_parameters
 from torchgmm.mstep import RepairState, repaired_restarts, summary
 from torchgmm.online import online_em_step, step_size
 from torchgmm.passes import chunk_rows, retry_with_fewer_rows
-from torchgmm.smem import SplitMerge, split_and_merge
+from torchgmm.smem import SplitMerge, grown_parameters, split_and_merge
 from torchgmm.trainer import Anneal, Callback, EMConfig, EMState, Observer, Observers, Progress, Race, run_em
 
 __all__ = [
@@ -132,13 +132,18 @@ def beta_starts(value: object, n_restarts: int) -> tuple[float, ...]:
 
 
 class WarmStart(NamedTuple):
-    """A previous fit's parameters (scikit-learn's shapes) and last lower bound, to start from."""
+    """A previous fit's parameters (scikit-learn's shapes) and last lower bound, to start from.
+
+    ``grow``: the previous fit has one component fewer; each restart starts from it with one of its
+    worst-explained components split in two (:func:`torchgmm.smem.grown_parameters`), instead of from it as it is.
+    """
 
     weights: object
     means: object
     covariances: object
     precisions_cholesky: object
     lower_bound: float
+    grow: bool = False
 
 
 class Fit(NamedTuple):
@@ -212,11 +217,16 @@ def fit_mixture(
     if resumed is not None:
         content, shift = resumed
         data = data.with_shift(shift)  # the state's parameters are centred on the saved mean
-        shape = (1 if warm is not None else config.n_restarts, config.n_components, data.n_features)
+        one = warm is not None and not warm.grow
+        shape = (1 if one else config.n_restarts, config.n_components, data.n_features)
         with distributed.together():
             state = restore(checkpoint, content, device, dtype, shape)
         if config.verbose:
             print(f"Resuming from {checkpoint.path} after iteration {state.iteration}")
+    elif warm is not None and warm.grow:
+        smaller, _ = mixture_parameters(*warm[:4], covariance, device, dtype, data.shift)
+        params, ok, repairs = grown_parameters(data, smaller, config.n_restarts, covariance, config.reg_covar)
+        state = EMState.start(params, repairs, ok)
     elif warm is not None:
         params, _ = mixture_parameters(*warm[:4], covariance, device, dtype, data.shift)
         repairs = RepairState.start(1, config.n_components, covariance, config.reg_covar, device)
@@ -236,8 +246,9 @@ def fit_mixture(
         observers.append(writer)
         if resumed is None:
             writer.save(state)  # the initialisation is not redone on resume
-    # a warm start runs one restart from a fitted model: no race, no annealing
-    race, anneal = (config.race(), config.anneal()) if warm is None else (None, None)
+    # a warm start runs one restart from a fitted model (no race), and a grown one restarts near it: no annealing
+    race = config.race() if warm is None or warm.grow else None
+    anneal = config.anneal() if warm is None else None
     em_config = EMConfig(covariance, config.tol, config.max_iter, race=race, anneal=anneal)
     state = run_em(data, state, em_config, Observers(observers))
     best = state.best()
@@ -247,7 +258,7 @@ def fit_mixture(
         raise ill_defined(dtype)
     _warn(state, best, config, stacklevel + 1)
     model = _model(state, best, covariance, data.shift)
-    moves = config.split_merge() if warm is None else None
+    moves = config.split_merge() if warm is None or warm.grow else None
     if moves is not None:
         model = _moved(data, state, best, model, em_config, moves, config.reg_covar)
     if saving:

@@ -47,9 +47,17 @@ class GaussianMixtureSelection(Parameters):
     validation_fraction : float, default=0.2
         Share of the rows set aside, at random (``random_state``), for ``criterion='held-out'``; unused
         otherwise. Held-out selection needs ``X`` in memory (an array or tensor).
+    grow : bool, default=False
+        Start each candidate whose ``n_components`` is one more than the previous candidate's (of the same
+        covariance type, fitted) from that fit, instead of a fresh initialisation: its restarts each split one
+        of the previous mixture's worst-explained components in two along its principal axis (restart ``r`` the
+        ``r``-th worst) and run EM from there. No k-means per candidate, and EM starts near a good optimum, so a
+        grid of consecutive counts costs less; the winner of ``criterion='held-out'`` is fitted again on all rows
+        from a fresh initialisation.
     tol, reg_covar, max_iter, n_init, init_params, random_state, verbose, verbose_interval, device, dtype, \
-batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whiten
-        As in :class:`~torchgmm.GaussianMixture`, for every candidate.
+batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whiten, anneal_beta_start, \
+anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
+        As in :class:`~torchgmm.GaussianMixture`, for every candidate (a grown candidate is not annealed).
 
     Attributes
     ----------
@@ -77,6 +85,7 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         covariance_types: Any = ("full", "tied", "diag", "spherical"),
         criterion: str = "bic",
         validation_fraction: float = 0.2,
+        grow: bool = False,
         tol: float = 1e-3,
         reg_covar: float = 1e-6,
         max_iter: int = 100,
@@ -93,11 +102,17 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         race_survivors: int | None = None,
         race_first_cut: int = 2,
         init_whiten: bool = False,
+        anneal_beta_start: Any = None,
+        anneal_steps: int = 4,
+        anneal_iter: int = 10,
+        split_merge_candidates: int = 8,
+        split_merge_rounds: int = 10,
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
         self.criterion = criterion
         self.validation_fraction = validation_fraction
+        self.grow = grow
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -114,6 +129,11 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         self.race_survivors = race_survivors
         self.race_first_cut = race_first_cut
         self.init_whiten = init_whiten
+        self.anneal_beta_start = anneal_beta_start
+        self.anneal_steps = anneal_steps
+        self.anneal_iter = anneal_iter
+        self.split_merge_candidates = split_merge_candidates
+        self.split_merge_rounds = split_merge_rounds
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so the import is safe
         return GaussianMixture().__sklearn_tags__()
@@ -151,6 +171,7 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
                 )
         if self.criterion not in CRITERIA:
             raise ValueError(f"Invalid value for 'criterion': {self.criterion!r}. It must be one of {list(CRITERIA)}.")
+        check_scalar(self.grow, "grow", bool)
         if self.criterion == "held-out":
             check_scalar(self.validation_fraction, "validation_fraction", float)
             if not 0 < self.validation_fraction < 1:
@@ -208,6 +229,8 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         self
         """
         ks, types = self._grid()
+        for covariance_type in types:  # the shared parameters, refused as GaussianMixture refuses them
+            self._candidate(ks[0], covariance_type)._check_parameters()
         fit_rows, held_out = self._split(X) if self.criterion == "held-out" else (X, None)
         rows = _rows_of(fit_rows)
         if rows is not None and max(ks) > rows:
@@ -219,6 +242,7 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
         results: dict[str, list] = {key: [] for key in _COLUMNS}
         fitted: dict[int, GaussianMixture] = {}
         for covariance_type in types:
+            smaller = None  # the last fitted candidate of this type, which the next may grow from
             for k in ks:
                 gm = self._candidate(k, covariance_type)
                 hook = callback(k, covariance_type, gm) if callback is not None else None
@@ -227,8 +251,13 @@ batch_size, matmul_precision, strategy, race_survivors, race_first_cut, init_whi
                 error = ""
                 try:
                     with scope as progress:
-                        gm.fit(fit_rows, callback=progress)
+                        if self.grow and smaller is not None and smaller.n_components == k - 1:
+                            gm._fit_grown(fit_rows, smaller, callback=progress)
+                        else:
+                            gm.fit(fit_rows, callback=progress)
+                    smaller = gm
                 except ValueError as exc:  # a candidate that cannot be fitted is recorded, not fatal
+                    smaller = None
                     error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 elapsed = time.perf_counter() - start
                 row = len(results["n_components"])

@@ -28,7 +28,17 @@ from torchgmm.mstep import RepairState, maximise
 from torchgmm.passes import responsibility_overlaps, statistics_from_resp
 from torchgmm.trainer import EMConfig, EMState, Race, run_em
 
-__all__ = ["SplitMerge", "Move", "Round", "Moved", "candidate_moves", "moved_parameters", "split_and_merge"]
+__all__ = [
+    "SplitMerge",
+    "Move",
+    "Round",
+    "Moved",
+    "split_order",
+    "candidate_moves",
+    "moved_parameters",
+    "grown_parameters",
+    "split_and_merge",
+]
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,10 @@ class SplitMerge:
 
 @dataclass(frozen=True)
 class Move:
-    """Merge components ``merged`` (into its first) and split ``split`` into itself and ``merged[1]``."""
+    """Merge components ``merged`` (into its first) and split ``split`` into itself and ``merged[1]``; or, with
+    ``merged`` None, split ``split`` into itself and a new last component (a mixture of ``K + 1``)."""
 
-    merged: tuple[int, int]
+    merged: tuple[int, int] | None
     split: int
 
 
@@ -83,6 +94,14 @@ class Moved(NamedTuple):
     rounds: list[Round]
 
 
+def split_order(overlap: Tensor, fit: Tensor) -> list[int]:
+    """Components from the worst-explained to the best: by the mean log-likelihood of the rows each holds
+    (``fit / sum_n r_nk``, lowest first; ties: the lower index). ``overlap [K, K]``, ``fit [K]``."""
+    mass = overlap.sum(-1).clamp_min(1e-300)  # sum_l sum_n r_nk r_nl = sum_n r_nk
+    worst_fit = (fit / mass).tolist()
+    return sorted(range(overlap.shape[-1]), key=lambda k: (worst_fit[k], k))
+
+
 def candidate_moves(overlap: Tensor, fit: Tensor, count: int) -> list[Move]:
     """The ``count`` most promising moves of one mixture, from :func:`torchgmm.passes.responsibility_overlaps`.
 
@@ -96,10 +115,8 @@ def candidate_moves(overlap: Tensor, fit: Tensor, count: int) -> list[Move]:
         return []
     norms = overlap.diagonal().clamp_min(1e-300).sqrt()
     cosine = (overlap / (norms.unsqueeze(0) * norms.unsqueeze(1))).tolist()
-    mass = overlap.sum(-1).clamp_min(1e-300)  # sum_l sum_n r_nk r_nl = sum_n r_nk
-    worst_fit = (fit / mass).tolist()
     pairs = sorted(itertools.combinations(range(K), 2), key=lambda p: (-cosine[p[0]][p[1]], p))
-    splits = sorted(range(K), key=lambda k: (worst_fit[k], k))
+    splits = split_order(overlap, fit)
     ranked = []
     for a, (i, j) in enumerate(pairs):
         for b, k in enumerate(splits):
@@ -121,26 +138,35 @@ def moved_parameters(
 
     One pass: the mixture's responsibilities of each tile, moved (merge: ``r_i + r_j``; split: ``r_k`` of the
     rows on either side of ``k``'s mean along its principal axis), then one M-step with ``repairs`` (of
-    ``len(moves)`` restarts). Returns the parameters (float64) and whether each move's M-step worked.
+    ``len(moves)`` restarts). Moves that grow the mixture (``merged`` None, all of them) give ``K + 1``
+    components, the new one last. Returns the parameters (float64) and whether each move's M-step worked.
     """
     C, (K, D) = len(moves), params.means.shape[1:]
+    grow = moves[0].merged is None
+    out_k = K + 1 if grow else K
     params64 = params.map(lambda t: t.to(ACCUMULATE_DTYPE))
     variances = params64.covariances[0]
     axes = torch.stack(
         [covariance.principal_axis(variances[m.split if covariance.per_component else 0], D) for m in moves]
     )
-    centre = params64.means.expand(C, K, D).clone()
+    centre = torch.cat([params64.means, params64.means[:, :1]], 1) if grow else params64.means
+    centre = centre.expand(C, out_k, D).clone()
     for c, m in enumerate(moves):
-        centre[c, m.merged[1]] = params64.means[0, m.split]
+        centre[c, K if grow else m.merged[1]] = params64.means[0, m.split]
 
     def resp_fn(start: int, x: Tensor) -> Tensor:
         x = x.to(ACCUMULATE_DTYPE)
         resp = estimate_log_prob_resp(x, params64, covariance)[1][0].exp_()  # [n, K]
+        if grow:
+            resp = torch.cat([resp, resp.new_zeros(resp.shape[0], 1)], 1)
         out = resp.expand(C, *resp.shape).clone()
         for c, m in enumerate(moves):
-            i, j = m.merged
             side = ((x - params64.means[0, m.split]) @ axes[c]) > 0
-            out[c, :, i] += resp[:, j]
+            if grow:
+                j = K
+            else:
+                i, j = m.merged
+                out[c, :, i] += resp[:, j]
             out[c, :, j] = torch.where(side, resp[:, m.split], 0.0)
             out[c, :, m.split] = torch.where(side, 0.0, resp[:, m.split])
         return out
@@ -149,6 +175,23 @@ def moved_parameters(
     restarts = torch.arange(C, device=centre.device)
     step = maximise(stats, centre, covariance, repairs, restarts, data.dtype, iteration=0)
     return step.params, step.ok
+
+
+def grown_parameters(
+    data: ScannedData, params: MixtureParameters, count: int, covariance: CovarianceType, reg_covar: float
+) -> tuple[MixtureParameters, list[bool], RepairState]:
+    """``count`` starts of ``K + 1`` components from a fitted mixture of ``K`` (one restart, compute dtype).
+
+    Restart ``c`` splits the ``c``-th worst-explained component (:func:`split_order`; cycling when ``count``
+    exceeds ``K``) into two halves along its principal axis, the new one last (:func:`moved_parameters`). Two
+    passes. Returns the parameters in the compute dtype, whether each M-step worked, and their repairs.
+    """
+    overlap, fit = responsibility_overlaps(data, params, covariance)
+    order = split_order(overlap[0], fit[0])
+    moves = [Move(None, order[c % len(order)]) for c in range(count)]
+    repairs = RepairState.start(count, params.means.shape[1] + 1, covariance, reg_covar, params.means.device)
+    start, ok = moved_parameters(data, params, moves, covariance, repairs)
+    return start.map(lambda t: t.to(params.means.dtype)), ok, repairs
 
 
 def split_and_merge(

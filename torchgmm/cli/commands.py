@@ -252,10 +252,11 @@ def select(args: argparse.Namespace) -> int:
         ks,
         types,
         criterion=criterion,
+        grow=bool(options["grow"]),
         **{
             name: getattr(template, name)
             for name in GaussianMixtureSelection._param_names()
-            if hasattr(template, name) and name not in ("n_components", "covariance_types", "criterion")
+            if hasattr(template, name) and name not in ("n_components", "covariance_types", "criterion", "grow")
         },
     )
     progress = Progress(options["max_iter"], options["n_init"], args.quiet)

@@ -69,6 +69,7 @@ SELECT_DEFAULTS: dict[str, Any] = {
     "n_components": "1-8",
     "covariance_types": "full,diag",
     "criterion": "bic",
+    "grow": False,
 }
 for _name in ("covariance_type", "checkpoint", "checkpoint_interval"):  # one fit's options
     del SELECT_DEFAULTS[_name]
@@ -219,6 +220,12 @@ def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
             choices=list(CRITERIA),
             help="choose by BIC, AIC or held-out (the log-likelihood of 20 %% of the rows set aside) "
             f"(default {defaults['criterion']})",
+        )
+        parser.add_argument(
+            "--grow",
+            action="store_true",
+            default=None,
+            help="start each K from the K-1 fit with a component split (faster; default: a fresh start per K)",
         )
     else:
         parser.add_argument("-k", "--n-components", type=int, help=f"components (default {defaults['n_components']})")

@@ -123,11 +123,13 @@ def test_the_kernel_is_chosen_by_device_dtype_and_environment(monkeypatch):
     monkeypatch.setenv(fused.KERNEL_ENV, "Triton")
     expected = fused.FusedKernel if fused.interpreted() else kernels.WhitenedKernel
     assert type(passes.choose_kernel(_params(), covariance)[0]) is expected
-    # float64 passes always take the torch kernels
+    # float64 passes always take the torch kernels, and so do tempered ones (annealing: no beta in the fused one)
     assert type(passes.choose_kernel(_params(torch.float64), covariance)[0]) is kernels.WhitenedKernel
+    assert type(passes.choose_kernel(_params(), covariance, tempered=True)[0]) is kernels.WhitenedKernel
     if torch.cuda.is_available():
         monkeypatch.delenv(fused.KERNEL_ENV)
         assert type(passes.choose_kernel(_params(device="cuda"), covariance)[0]) is fused.FusedKernel
+        assert type(passes.choose_kernel(_params(device="cuda"), covariance, True)[0]) is kernels.WhitenedKernel
 
 
 def test_an_unknown_kernel_in_the_environment_is_refused(monkeypatch):

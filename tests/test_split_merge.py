@@ -268,3 +268,25 @@ def test_selection_grows_each_count_from_the_one_before():
     assert grown.results_["lower_bound"][1] == pytest.approx(two.lower_bound_, rel=1e-12)
     assert grown.results_["lower_bound"][2] == pytest.approx(three.lower_bound_, rel=1e-12)
     assert grown.best_params_ == {"n_components": 3, "covariance_type": "full"}
+
+
+def test_a_fit_interrupted_during_its_moves_resumes_to_the_same_model(tmp_path, monkeypatch):
+    from torchgmm import fitter
+
+    whole = _stuck_fit(strategy="split-merge")
+    path = tmp_path / "moves.ckpt"
+    moves = fitter.split_and_merge
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fitter, "split_and_merge", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _stuck_fit(strategy="split-merge", checkpoint_path=path, checkpoint_interval=1)
+    assert path.is_file()
+    monkeypatch.setattr(fitter, "split_and_merge", moves)
+    resumed = _stuck_fit(strategy="split-merge", checkpoint_path=path, checkpoint_interval=1)
+    assert resumed.split_merge_rounds_ == whole.split_merge_rounds_
+    assert resumed.lower_bounds_ == whole.lower_bounds_
+    np.testing.assert_array_equal(resumed.means_, whole.means_)
+    assert not path.exists()

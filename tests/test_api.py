@@ -115,6 +115,7 @@ def test_get_params_lists_constructor_arguments():
         "anneal_iter",
         "split_merge_candidates",
         "split_merge_rounds",
+        "fixed_params",
     ]
     assert params["n_components"] == 1 and params["covariance_type"] == "full" and params["tol"] == 1e-3
     assert GaussianMixture().get_params(deep=False) == params

@@ -587,6 +587,19 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("race_first_cut", 1.5), lambda: _parameter("race_first_cut", None, strategy="race")
     ),
     "race-first-cut-range": lambda: _parameter("race_first_cut", 0, strategy="race"),
+    "fixed-params-letter": lambda: _parameter("fixed_params", "wx", means_init=X[:2]),
+    "fixed-params-name": lambda: _each(
+        lambda: _parameter("fixed_params", ["means", "variances"], means_init=X[:2]),
+        lambda: _parameter("fixed_params", ("Weights",)),
+    ),
+    "fixed-params-type": lambda: _each(lambda: _parameter("fixed_params", None), lambda: _parameter("fixed_params", 3)),
+    "fixed-params-no-initial-value": lambda: _each(
+        lambda: _parameter("fixed_params", ["means"]), lambda: _parameter("fixed_params", "wc", means_init=X[:2])
+    ),
+    "fixed-params-moving-strategy": lambda: _each(
+        lambda: _parameter("fixed_params", "w", strategy="split-merge"),
+        lambda: _parameter("fixed_params", ["weights"], strategy="auto"),
+    ),
     "anneal-beta-start-type": lambda: _each(
         lambda: _parameter("anneal_beta_start", "0.1", strategy="anneal"),
         lambda: _parameter("anneal_beta_start", True),

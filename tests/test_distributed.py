@@ -60,6 +60,8 @@ CHECKPOINTED_SHARDS = [CHECKPOINTED[:130], CHECKPOINTED[130:]]
 MATCH_PARAMS = dict(n_components=3, n_init=2, random_state=0, tol=1e-6, batch_size=64)
 # annealing (tempered passes) and split-and-merge rounds (their scores and moved statistics summed over ranks)
 AUTO_PARAMS = dict(n_components=5, n_init=4, random_state=0, tol=1e-6, batch_size=64, strategy="auto")
+# held means and weights: the constrained M-step on statistics summed over ranks
+FIXED_PARAMS = dict(MATCH_PARAMS, means_init=BLOBS[[0, 1, 2]], fixed_params="wm")
 SEED_INITS = ["random", "kmeans", "random_from_data", "k-means++"]
 SEED_PARAMS = dict(n_components=4, n_init=2, max_iter=2)
 ONLINE_INITS = ["random", "kmeans", "random_from_data"]
@@ -176,6 +178,7 @@ def scenarios(folder: Path) -> list:
     for covariance_type in COVARIANCE_TYPES:
         out.append((f"match-{covariance_type}", *_fit(BLOBS_SHARDS, _both(_match_params(covariance_type)))))
     out.append(("match-auto", *_fit(BLOBS_SHARDS, _both(AUTO_PARAMS))))
+    out.append(("match-fixed", *_fit(BLOBS_SHARDS, _both(FIXED_PARAMS))))
 
     for init in SEED_INITS:
         params = [dict(SEED_PARAMS, init_params=init, random_state=seed) for seed in (0, 5)]
@@ -297,6 +300,14 @@ def test_two_ranks_match_one_process(ranks, covariance_type):
     assert_matches(results[0], whole)
     # every rank labels its own rows
     np.testing.assert_array_equal(np.concatenate([r["labels"] for r in results]), whole.predict(BLOBS))
+
+
+def test_two_ranks_hold_parameters_as_one_process(ranks):
+    results = ranks.results("match-fixed")
+    whole = fit_one_process(BLOBS, **FIXED_PARAMS)
+    assert_same_ranks(results)
+    assert_matches(results[0], whole)
+    np.testing.assert_array_equal(results[0]["means"], FIXED_PARAMS["means_init"])
 
 
 def test_two_ranks_anneal_and_move_as_one_process(ranks):

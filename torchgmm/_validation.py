@@ -237,6 +237,54 @@ def check_beta_start(value: Any, n_restarts: int) -> None:
             raise ValueError(f"'{name}' must be in (0, 1] (an inverse temperature; 1 is plain EM), got {v!r}.")
 
 
+FIXED_PARAMS = ("weights", "means", "covariances")
+
+
+def fixed_parameter_names(value: Any) -> tuple[str, ...]:
+    """``fixed_params`` as parameter names: an iterable of ``'weights'``, ``'means'``, ``'covariances'``, or a
+    string of their letters (``'wm'``: weights and means; ``''``: none). Raises TypeError/ValueError otherwise."""
+    letters = {name[0]: name for name in FIXED_PARAMS}
+    if isinstance(value, str):
+        names = []
+        for letter in value:
+            if letter not in letters:
+                raise ValueError(
+                    f"Invalid letter {letter!r} in 'fixed_params': {value!r}. Letters are 'w' (weights), 'm' (means) "
+                    "and 'c' (covariances)."
+                )
+            names.append(letters[letter])
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        names = list(value)
+        for name in names:
+            if name not in FIXED_PARAMS:
+                raise ValueError(
+                    f"Invalid value in 'fixed_params': {name!r}. Each must be one of {list(FIXED_PARAMS)}."
+                )
+    else:
+        raise TypeError(
+            "'fixed_params' must be a sequence of 'weights', 'means', 'covariances' or a string of their letters "
+            f"('wmc'), got {type(value).__name__}."
+        )
+    return tuple(name for name in FIXED_PARAMS if name in names)
+
+
+def check_fixed_params(value: Any, given: set[str], strategy: str) -> None:
+    """Raise unless ``fixed_params`` is valid, each held parameter has an initial value, and ``strategy`` keeps
+    them (``given``: the names of the ``*_init`` passed)."""
+    names = fixed_parameter_names(value)
+    for name, init in (("means", "means_init"), ("covariances", "precisions_init")):
+        if name in names and init not in given:
+            raise ValueError(
+                f"fixed_params holds the {name} at their initial value, but {init} is None: give {init} "
+                "(weights fixed without weights_init are uniform)."
+            )
+    if names and strategy in ("split-merge", "auto"):
+        raise ValueError(
+            f"strategy={strategy!r} moves components, which fixed_params={value!r} holds: use strategy='restarts', "
+            "'race' or 'anneal' with fixed parameters."
+        )
+
+
 def make_generator(random_state: Any, device: torch.device) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``random_state``.
 

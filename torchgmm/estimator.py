@@ -27,6 +27,7 @@ from torchgmm._params import Parameters
 from torchgmm._validation import (
     as_tensor,
     check_beta_start,
+    check_fixed_params,
     check_initial_parameters,
     check_scalar,
     make_generator,
@@ -192,6 +193,13 @@ class GaussianMixture(Parameters):
         Moves tried per split-and-merge round.
     split_merge_rounds : int, default=10
         Most split-and-merge rounds (they stop at the first that does not raise the bound).
+    fixed_params : sequence of str or str, default=()
+        Parameters held at their initial values through EM: any of ``'weights'``, ``'means'``,
+        ``'covariances'`` (or their letters, ``'wmc'``). Held means and covariances need ``means_init`` and
+        ``precisions_init``; held weights without ``weights_init`` are uniform. The free parameters follow the
+        constrained M-step (covariances about the held means), so the lower bound still rises every
+        iteration; every restart holds the same values, and the fitted attributes of held parameters are the
+        given values, bit for bit. Not with ``strategy='split-merge'`` or ``'auto'``, which move components.
     init_whiten : bool, default=False
         Run the ``'kmeans'`` and ``'k-means++'`` seeding on whitened rows (times ``L^-T`` for the rows'
         covariance ``L L^T``), so that the features' units and a strongly elongated data cloud do not decide
@@ -299,6 +307,7 @@ class GaussianMixture(Parameters):
         anneal_iter: int = 10,
         split_merge_candidates: int = 8,
         split_merge_rounds: int = 10,
+        fixed_params: Any = (),
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -331,6 +340,7 @@ class GaussianMixture(Parameters):
         self.anneal_iter = anneal_iter
         self.split_merge_candidates = split_merge_candidates
         self.split_merge_rounds = split_merge_rounds
+        self.fixed_params = fixed_params
 
     # ------------------------------------------------------------------ sklearn protocol
 
@@ -383,6 +393,8 @@ class GaussianMixture(Parameters):
         check_scalar(self.anneal_iter, "anneal_iter", int, low=1)
         check_scalar(self.split_merge_candidates, "split_merge_candidates", int, low=1)
         check_scalar(self.split_merge_rounds, "split_merge_rounds", int, low=0)
+        given = {name for name in ("weights_init", "means_init", "precisions_init") if getattr(self, name) is not None}
+        check_fixed_params(self.fixed_params, given, self.strategy)
         check_scalar(self.init_whiten, "init_whiten", bool)
         if self.init_params not in INIT_METHODS:
             raise ValueError(
@@ -597,7 +609,9 @@ class GaussianMixture(Parameters):
         """
         self._check_is_fitted()
         device = resolve_device(self.device, as_tensor(self.means_))
-        module_kwargs = dict(learning_decay=self.learning_decay, learning_offset=self.learning_offset)
+        module_kwargs = dict(
+            learning_decay=self.learning_decay, learning_offset=self.learning_offset, fixed_params=self.fixed_params
+        )
         return to_module(
             self.weights_,
             self.means_,

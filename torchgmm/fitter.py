@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
+from torchgmm._validation import fixed_parameter_names
 from torchgmm.checkpoint import Checkpoint, CheckpointWriter, describe_seed, fit_checkpoint, restore
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
@@ -30,7 +31,7 @@ from torchgmm.exceptions import ConvergenceWarning, DegenerateComponentWarning, 
 from torchgmm.init import initialize
 from torchgmm.kernels import kernel_for
 from torchgmm.model import FittedMixture, mixture_parameters
-from torchgmm.mstep import RepairState, repaired_restarts, summary
+from torchgmm.mstep import Fixed, RepairState, repaired_restarts, summary
 from torchgmm.online import online_em_step, step_size
 from torchgmm.passes import chunk_rows, retry_with_fewer_rows
 from torchgmm.smem import SplitMerge, grown_parameters, split_and_merge
@@ -80,6 +81,12 @@ class FitConfig:
     anneal_iter: int = 10
     split_merge_candidates: int = 8
     split_merge_rounds: int = 10
+    fixed_params: object = ()
+
+    @property
+    def fixed_names(self) -> tuple[str, ...]:
+        """The held parameters' names (``fixed_params``, checked)."""
+        return fixed_parameter_names(self.fixed_params)
 
     def split_merge(self) -> SplitMerge | None:
         """The moves of ``strategy='split-merge'``, else None."""
@@ -207,6 +214,11 @@ def fit_mixture(
         If every restart failed, or the checkpoint belongs to another fit or is damaged.
     """
     covariance, device, dtype = config.covariance, data.device, data.dtype
+    if "weights" in config.fixed_names and "weights_init" not in inits:  # held weights default to uniform
+        inits = {
+            **inits,
+            "weights_init": torch.full((config.n_components,), 1.0 / config.n_components, dtype=torch.float64),
+        }
     generator = seeded(generator)
     # the checkpoint describes the fit by rank 0's random_state, the seed every rank used
     seed = distributed.broadcast(describe_seed(config.random_state))
@@ -249,7 +261,8 @@ def fit_mixture(
     # a warm start runs one restart from a fitted model (no race), and a grown one restarts near it: no annealing
     race = config.race() if warm is None or warm.grow else None
     anneal = config.anneal() if warm is None else None
-    em_config = EMConfig(covariance, config.tol, config.max_iter, race=race, anneal=anneal)
+    fixed = Fixed.of(state.params, config.fixed_names)  # the held values are every restart's initial ones
+    em_config = EMConfig(covariance, config.tol, config.max_iter, race=race, anneal=anneal, fixed=fixed)
     state = run_em(data, state, em_config, Observers(observers))
     best = state.best()
     if best is None:
@@ -257,7 +270,7 @@ def fit_mixture(
             checkpoint.remove()  # the failure is deterministic: resuming would fail again
         raise ill_defined(dtype)
     _warn(state, best, config, stacklevel + 1)
-    model = _model(state, best, covariance, data.shift)
+    model = _held(_model(state, best, covariance, data.shift), config, inits)
     moves = config.split_merge() if warm is None or warm.grow else None
     if moves is not None:
         model = _moved(data, state, best, model, em_config, moves, config.reg_covar)
@@ -410,6 +423,20 @@ def _moved(
     )
 
 
+def _held(model: FittedMixture, config: FitConfig, inits: dict[str, Tensor]) -> FittedMixture:
+    """``model`` with its held parameters set to the given initial values exactly (not recomputed from the
+    centred engine values, which round)."""
+    names, dtype = config.fixed_names, model.means.dtype
+    changes = {}
+    if "weights" in names and "weights_init" in inits:
+        changes["weights"] = inits["weights_init"].to(dtype)
+    if "means" in names and "means_init" in inits:
+        changes["means"] = inits["means_init"].to(dtype)
+    if "covariances" in names and "precisions_init" in inits:
+        changes["precisions"] = inits["precisions_init"].to(dtype)
+    return model.replace(**changes)
+
+
 def _warn(state: EMState, best: int, config: FitConfig, stacklevel: int) -> None:
     """Dropped restarts, repairs and non-convergence, each as one warning pointing at the user's call."""
     if any(state.failed):
@@ -455,19 +482,25 @@ def online_update(
         If the initialisation or the update fails (every restart of it: there is one).
     """
     covariance, device, dtype, shift = config.covariance, data.device, data.dtype, data.shift
+    inits = dict(inits or {})
+    if "weights" in config.fixed_names and "weights_init" not in inits:  # held weights default to uniform
+        inits["weights_init"] = torch.full((config.n_components,), 1.0 / config.n_components, dtype=torch.float64)
     if previous is not None:
         params, _ = previous.parameters(device, dtype, shift)
         step, history, earlier = previous.n_iter, list(previous.lower_bounds), list(previous.repairs)
     else:
         init_repairs = RepairState.start(1, config.n_components, covariance, config.reg_covar, device)
         params, ok = initial_parameters(
-            data, config, inits or {}, seeded(generator), init_repairs, stacklevel + 1, n_restarts=1
+            data, config, inits, seeded(generator), init_repairs, stacklevel + 1, n_restarts=1
         )
         if ok is not None and not all(ok):
             raise ill_defined(dtype)
         step, history, earlier = 0, [], init_repairs.events[0]
     eta = step_size(step, config.learning_decay, config.learning_offset)
-    new, ok, log_likelihood, repairs = online_em_step(data, params, covariance, config.reg_covar, eta, None, step=step)
+    fixed = Fixed.of(params, config.fixed_names)
+    new, ok, log_likelihood, repairs = online_em_step(
+        data, params, covariance, config.reg_covar, eta, None, step=step, fixed=fixed
+    )
     if not all(ok):
         raise ValueError(
             "The online EM update gave non-finite statistics or a covariance that could not be repaired; "
@@ -484,6 +517,10 @@ def online_update(
     state = EMState.start(new, RepairState.start(1, config.n_components, covariance, config.reg_covar, device))
     bounds = history + [float(log_likelihood[0])]
     model = _model(state, 0, covariance, shift)
+    if previous is not None:  # the held values exactly as the previous update left them
+        held = {"weights": previous.weights, "means": previous.means, "precisions": previous.precisions}
+        inits = {f"{name}_init": value for name, value in held.items()}
+    model = _held(model, config, inits)
     return model.replace(
         converged=False,
         n_iter=step + 1,

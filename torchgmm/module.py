@@ -26,12 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from torchgmm._validation import check_scalar
+from torchgmm._validation import check_scalar, fixed_parameter_names
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import MixtureParameters
 from torchgmm.exceptions import DegenerateComponentWarning
-from torchgmm.mstep import summary
+from torchgmm.mstep import Fixed, summary
 from torchgmm.online import check_step_sizes, online_em_step, step_size
 
 __all__ = ["GaussianMixtureModule"]
@@ -106,6 +106,10 @@ class GaussianMixtureModule(nn.Module):
     check_finite : bool, default=True
         Raise on NaN or infinite input. Costs one device-to-host sync per call;
         skipped while compiling with ``torch.compile``.
+    fixed_params : sequence of str or str, default=()
+        Parameters :meth:`partial_fit` holds at their current values (``'weights'``, ``'means'``,
+        ``'covariances'``, or their letters ``'wmc'``); the others follow the constrained M-step, as in
+        :class:`~torchgmm.GaussianMixture`.
 
     Examples
     --------
@@ -132,6 +136,7 @@ class GaussianMixtureModule(nn.Module):
         learning_decay: float = 0.7,
         learning_offset: float = 2.0,
         check_finite: bool = True,
+        fixed_params: Any = (),
     ) -> None:
         super().__init__()
         self.covariance_type = covariance_type
@@ -144,6 +149,7 @@ class GaussianMixtureModule(nn.Module):
         self.learning_decay = float(learning_decay)
         self.learning_offset = float(learning_offset)
         self.check_finite = bool(check_finite)
+        self.fixed_params = fixed_parameter_names(fixed_params)
         for name, value in (("weights", weights), ("means", means), ("precisions_cholesky", precisions_cholesky)):
             if self.learnable:
                 setattr(self, name, nn.Parameter(value.clone()))
@@ -312,8 +318,9 @@ class GaussianMixtureModule(nn.Module):
             P,
         )
         eta = step_size(int(self.n_steps), self.learning_decay, self.learning_offset)
+        fixed = Fixed.of(params, self.fixed_params)
         new, ok, log_likelihood, repairs = online_em_step(
-            data, params, covariance, self.reg_covar, eta, step=int(self.n_steps)
+            data, params, covariance, self.reg_covar, eta, step=int(self.n_steps), fixed=fixed
         )
         if not all(ok):
             raise ValueError(
@@ -327,9 +334,13 @@ class GaussianMixtureModule(nn.Module):
                 DegenerateComponentWarning,
                 stacklevel=2,
             )
-        self._assign("weights", new.weights[0])
-        self._assign("means", new.means[0] + shift)
-        self._assign("precisions_cholesky", covariance.to_sklearn(new.precisions_cholesky[0]))
+        # held parameters keep their tensors' values exactly (not recomputed through the centred coordinates)
+        if "weights" not in self.fixed_params:
+            self._assign("weights", new.weights[0])
+        if "means" not in self.fixed_params:
+            self._assign("means", new.means[0] + shift)
+        if "covariances" not in self.fixed_params:
+            self._assign("precisions_cholesky", covariance.to_sklearn(new.precisions_cholesky[0]))
         self.n_steps += 1
         return log_likelihood[0].to(self.means.dtype)
 

@@ -45,6 +45,7 @@ from torchgmm.covariance import CovarianceType
 from torchgmm.em import MIN_RELATIVE_VARIANCE, MixtureParameters, Statistics, solve_m_step
 
 __all__ = [
+    "Fixed",
     "Repair",
     "RepairState",
     "MStep",
@@ -146,6 +147,52 @@ class MStep:
     fetched: list[float]
 
 
+class Fixed(NamedTuple):
+    """Parameters held at given values through every M-step (``fixed_params``); None where a parameter is free.
+
+    Engine shapes with a restart axis of one (broadcast over the restarts), float64, means in the data's centred
+    coordinates. Held means make the M-step take the statistics about them (they are the current means: the
+    scatter about them is the constrained optimum of the covariances); held weights and covariances replace the
+    M-step's. Empty components are then never re-seeded (that moves means and weights); a free covariance is
+    still regularised when it fails.
+    """
+
+    weights: Tensor | None = None
+    means: Tensor | None = None
+    covariances: Tensor | None = None
+    precisions_cholesky: Tensor | None = None
+
+    @classmethod
+    def of(cls, params: MixtureParameters, names: tuple[str, ...]) -> Fixed | None:
+        """The ``names`` (``'weights'``, ``'means'``, ``'covariances'``) of ``params``' first restart, held."""
+        if not names:
+            return None
+
+        def first(t: Tensor) -> Tensor:
+            return t[:1].to(torch.float64)
+
+        return cls(
+            first(params.weights) if "weights" in names else None,
+            first(params.means) if "means" in names else None,
+            first(params.covariances) if "covariances" in names else None,
+            first(params.precisions_cholesky) if "covariances" in names else None,
+        )
+
+    def hold(self, params: MixtureParameters, ok: Tensor) -> tuple[MixtureParameters, Tensor]:
+        """``params`` (float64) with the held values put back, and ``ok`` True for held covariances."""
+        weights, means = params.weights, params.means
+        covariances, factors = params.covariances, params.precisions_cholesky
+        if self.weights is not None:
+            weights = self.weights.to(weights.device).expand_as(weights)
+        if self.means is not None:
+            means = self.means.to(means.device).expand_as(means)
+        if self.covariances is not None:
+            covariances = self.covariances.to(covariances.device).expand_as(covariances)
+            factors = self.precisions_cholesky.to(factors.device).expand_as(factors)
+            ok = torch.ones_like(ok)
+        return MixtureParameters(weights, means, covariances, factors), ok
+
+
 def maximise(
     stats: Statistics,
     centre: Tensor,
@@ -158,6 +205,7 @@ def maximise(
     repair: bool = True,
     empty_mass: float | Tensor = EMPTY_MASS,
     fetch: Tensor | None = None,
+    fixed: Fixed | None = None,
 ) -> MStep:
     """The M-step of ``R'`` restarts from their statistics, with every failed component repaired.
 
@@ -180,9 +228,15 @@ def maximise(
         Components with less mass (``stats.nk``) are empty.
     fetch : Tensor of shape (R',), optional
         Values the caller needs on the host (the lower bounds), brought by the M-step's one synchronisation.
+    fixed : Fixed, optional
+        Parameters held at their values (``centre`` must then be the held means, if they are held).
     """
     reg = state.reg_covar.index_select(0, restarts)
+    if fixed is not None and fixed.means is not None:
+        stats = stats._replace(s1=torch.zeros_like(stats.s1))  # about the held means, which do not move
     new, ok = solve_m_step(stats, centre, covariance, reg, dtype)
+    if fixed is not None:
+        new, ok = fixed.hold(new, ok)
     everything_ok = ok.all(-1)
     host = torch.stack([everything_ok.to(torch.float64)] + ([fetch.to(torch.float64)] if fetch is not None else []))
     host = host.tolist()
@@ -191,7 +245,9 @@ def maximise(
         R = len(host[0])
         return MStep(new.map(lambda t: t.to(dtype)), [bool(v) for v in host[0]], [False] * R, fetched)
     before = [len(state.events[r]) for r in restarts.tolist()]
-    params, ok_restart = _repair(stats, covariance, new, ok, reg, state, restarts, dtype, iteration, empty_mass)
+    moves = fixed is None or (fixed.weights is None and fixed.means is None)  # may empty components be re-seeded
+    args = (stats, covariance, new, ok, reg, state, restarts, dtype, iteration, empty_mass, moves)
+    params, ok_restart = _repair(*args)
     after = [len(state.events[r]) for r in restarts.tolist()]
     return MStep(params, ok_restart.tolist(), [b != a for b, a in zip(before, after, strict=True)], fetched)
 
@@ -207,13 +263,18 @@ def _repair(
     dtype: torch.dtype,
     iteration: int,
     empty_mass: float | Tensor,
+    moves: bool = True,
 ) -> tuple[MixtureParameters, Tensor]:
-    """Repair the failed covariances (``ok [R', K]`` False) of the float64 M-step ``new``; ``(params, ok [R'])``."""
+    """Repair the failed covariances (``ok [R', K]`` False) of the float64 M-step ``new``; ``(params, ok [R'])``.
+
+    ``moves``: empty components may be re-seeded (False when weights or means are held).
+    """
     finite = torch.isfinite(stats.log_likelihood)
     for t in stats[1:]:
         finite &= torch.isfinite(t).flatten(1).all(-1)
     empty = stats.nk < empty_mass
-    reseed = _reseed_plan(covariance, new, ok, empty, state.reseeds.index_select(0, restarts), finite)
+    reseeds = state.reseeds.index_select(0, restarts)
+    reseed = _reseed_plan(covariance, new, ok, empty, reseeds, finite) if moves else []
 
     # Raise reg_covar of the failing covariances that are not re-seeded, tenfold at a time.
     todo = ~ok & finite.unsqueeze(-1)

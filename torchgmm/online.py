@@ -26,7 +26,7 @@ from torchgmm._validation import check_scalar
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters, Statistics
-from torchgmm.mstep import EMPTY_MASS, Repair, RepairState, maximise
+from torchgmm.mstep import EMPTY_MASS, Fixed, Repair, RepairState, maximise
 from torchgmm.passes import e_step
 
 __all__ = ["step_size", "check_step_sizes", "online_em_step"]
@@ -55,6 +55,7 @@ def online_em_step(
     eta: float,
     rows: int | None = None,
     step: int = 0,
+    fixed: Fixed | None = None,
 ) -> tuple[MixtureParameters, Tensor, Tensor, list[list[Repair]]]:
     """One stepwise-EM update from the rows of ``data`` (a scanned source).
 
@@ -72,6 +73,8 @@ def online_em_step(
         Rows per chunk.
     step : int
         The step's number, recorded in its repairs.
+    fixed : Fixed, optional
+        Parameters held at their values (``fixed_params``).
 
     Returns
     -------
@@ -104,5 +107,7 @@ def online_em_step(
     restarts = torch.arange(R, device=params.means.device)
     # the blended masses are fractions of a row: empty is half a row of this batch
     empty_mass = EMPTY_MASS / n.min()
-    result = maximise(blended, params.means, covariance, state, restarts, dtype, step, empty_mass=empty_mass)
+    result = maximise(
+        blended, params.means, covariance, state, restarts, dtype, step, empty_mass=empty_mass, fixed=fixed
+    )
     return result.params, result.ok, stats.log_likelihood / n, state.events

@@ -25,7 +25,7 @@ import torch
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
-from torchgmm.mstep import RepairState, maximise, repaired_restarts
+from torchgmm.mstep import Fixed, RepairState, maximise, repaired_restarts
 from torchgmm.passes import choose_kernel, chunk_rows, e_step, retry_with_fewer_rows
 
 __all__ = ["EMState", "EMConfig", "Race", "Anneal", "Observer", "Observers", "Callback", "Progress", "run_em"]
@@ -210,6 +210,8 @@ class EMConfig:
         Stop the restarts that lag (``strategy='race'``); None runs every restart to the end.
     anneal : Anneal, optional
         Temper the responsibilities of the first iterations (``strategy='anneal'``); None: plain EM.
+    fixed : Fixed, optional
+        Parameters held at their values (``fixed_params``); None: every parameter follows the M-step.
     """
 
     covariance: CovarianceType
@@ -218,6 +220,7 @@ class EMConfig:
     rows: int | None = None
     race: Race | None = None
     anneal: Anneal | None = None
+    fixed: Fixed | None = None
 
 
 class Observer:
@@ -360,7 +363,9 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
     new_bound = stats.log_likelihood / data.n_samples
     # Repairs write into a copy of the state's, committed with the rest at the end of the iteration.
     repairs = state.repairs.copy()
-    step = maximise(stats, current.means, covariance, repairs, index, dtype, iteration, fetch=new_bound)
+    step = maximise(
+        stats, current.means, covariance, repairs, index, dtype, iteration, fetch=new_bound, fixed=config.fixed
+    )
     host_bound = step.fetched
     host_ok = [ok and math.isfinite(b) for ok, b in zip(step.ok, host_bound, strict=True)]
     just_repaired = [r for j, r in enumerate(active) if step.repaired[j]]

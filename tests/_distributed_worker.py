@@ -86,7 +86,7 @@ def _fitted(gm) -> dict:
     )
 
 
-def fit(X, params: dict, stop_at: int | None = None, start=None) -> dict:
+def fit(X, params: dict, stop_at: int | None = None, start=None, sample_weight=None) -> dict:
     """``fit_predict`` on this rank's shard; with ``stop_at``, a callback stops it after that iteration.
 
     Also records the iterations the callback saw (a resumed fit starts after the checkpoint's), this rank's
@@ -105,7 +105,7 @@ def fit(X, params: dict, stop_at: int | None = None, start=None) -> dict:
     saves_before = _SAVES[0]
     gm = GaussianMixture(**params) if start is None else start
     try:
-        labels = gm.fit_predict(X, callback=callback)
+        labels = gm.fit_predict(X, sample_weight=sample_weight, callback=callback)
         out = dict(_fitted(gm), labels=labels, stopped=False)
     except Stop:
         out = dict(stopped=True)

@@ -587,6 +587,25 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: _parameter("race_first_cut", 1.5), lambda: _parameter("race_first_cut", None, strategy="race")
     ),
     "race-first-cut-range": lambda: _parameter("race_first_cut", 0, strategy="race"),
+    "sample-weight-shape": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.ones(len(X) - 1)),
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.ones((len(X), 1))),
+        lambda: GaussianMixture(2).partial_fit(X, sample_weight=np.ones(3)),
+        lambda: _fitted().score(X, sample_weight=np.ones(len(X) + 1)),
+    ),
+    "sample-weight-value": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[-1.0, np.ones(len(X) - 1)]),
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[np.ones(len(X) - 1), np.nan]),
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[np.inf, np.ones(len(X) - 1)]),
+        lambda: _fitted().bic(X, sample_weight=np.r_[-0.5, np.ones(len(X) - 1)]),
+    ),
+    "sample-weight-all-zero": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight=np.zeros(len(X))),
+        lambda: _fitted().score(X, sample_weight=np.zeros(len(X))),
+    ),
+    "sample-weight-type": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight="heavy"), lambda: GaussianMixture(2).fit(X, sample_weight=[{}])
+    ),
     "fixed-params-letter": lambda: _parameter("fixed_params", "wx", means_init=X[:2]),
     "fixed-params-name": lambda: _each(
         lambda: _parameter("fixed_params", ["means", "variances"], means_init=X[:2]),

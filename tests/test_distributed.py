@@ -60,6 +60,8 @@ CHECKPOINTED_SHARDS = [CHECKPOINTED[:130], CHECKPOINTED[130:]]
 MATCH_PARAMS = dict(n_components=3, n_init=2, random_state=0, tol=1e-6, batch_size=64)
 # annealing (tempered passes) and split-and-merge rounds (their scores and moved statistics summed over ranks)
 AUTO_PARAMS = dict(n_components=5, n_init=4, random_state=0, tol=1e-6, batch_size=64, strategy="auto")
+# row weights: the weighted seeding sample, Lloyd and EM, and their total, over ranks
+WEIGHTS = np.random.default_rng(7).integers(0, 4, len(BLOBS)).astype(np.float64)
 # held means and weights: the constrained M-step on statistics summed over ranks
 FIXED_PARAMS = dict(MATCH_PARAMS, means_init=BLOBS[[0, 1, 2]], fixed_params="wm")
 SEED_INITS = ["random", "kmeans", "random_from_data", "k-means++"]
@@ -179,6 +181,8 @@ def scenarios(folder: Path) -> list:
         out.append((f"match-{covariance_type}", *_fit(BLOBS_SHARDS, _both(_match_params(covariance_type)))))
     out.append(("match-auto", *_fit(BLOBS_SHARDS, _both(AUTO_PARAMS))))
     out.append(("match-fixed", *_fit(BLOBS_SHARDS, _both(FIXED_PARAMS))))
+    shards = zip(BLOBS_SHARDS, (WEIGHTS[:170], WEIGHTS[170:]), strict=True)
+    out.append(("match-weighted", "fit", [dict(X=x, params=MATCH_PARAMS, sample_weight=w) for x, w in shards]))
 
     for init in SEED_INITS:
         params = [dict(SEED_PARAMS, init_params=init, random_state=seed) for seed in (0, 5)]
@@ -300,6 +304,15 @@ def test_two_ranks_match_one_process(ranks, covariance_type):
     assert_matches(results[0], whole)
     # every rank labels its own rows
     np.testing.assert_array_equal(np.concatenate([r["labels"] for r in results]), whole.predict(BLOBS))
+
+
+def test_two_ranks_weigh_rows_as_one_process(ranks):
+    results = ranks.results("match-weighted")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = GaussianMixture(**MATCH_PARAMS).fit(BLOBS, sample_weight=WEIGHTS)
+    assert_same_ranks(results)
+    assert_matches(results[0], whole)
 
 
 def test_two_ranks_hold_parameters_as_one_process(ranks):

@@ -237,6 +237,32 @@ def check_beta_start(value: Any, n_restarts: int) -> None:
             raise ValueError(f"'{name}' must be in (0, 1] (an inverse temperature; 1 is plain EM), got {v!r}.")
 
 
+def check_sample_weight(sample_weight: Any, n_rows: int, positive: bool = False) -> Tensor:
+    """``sample_weight`` as a float64 CPU tensor of ``n_rows`` finite, non-negative values.
+
+    Any 1-D array-like, tensor or array API array. ``positive``: at least one weight must be positive (the rows
+    of a score; a fit checks that over all ranks, :meth:`torchgmm.data.ScannedData.with_weights`).
+    """
+    if isinstance(sample_weight, Tensor):
+        w = sample_weight.detach().to("cpu", torch.float64)
+    else:
+        try:
+            w = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"sample_weight must be a 1-D array of numbers, got {type(sample_weight).__name__}."
+            ) from None
+    if w.dim() != 1 or w.shape[0] != n_rows:
+        raise ValueError(f"sample_weight.shape == {tuple(w.shape)}, expected ({n_rows},): one weight per row of X.")
+    bad = ~torch.isfinite(w) | (w < 0)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"sample_weight must be finite and non-negative; row {row} has {float(w[row])!r}.")
+    if positive and not bool((w > 0).any()):
+        raise ValueError("sample_weight is zero for every row: at least one row must have a positive weight.")
+    return w
+
+
 FIXED_PARAMS = ("weights", "means", "covariances")
 
 

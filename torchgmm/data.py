@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -103,6 +104,10 @@ class ScannedData:
         Rows of this rank and the global index of its first row.
     shift : Tensor of shape (D,), float64
         The point chunks are centred on (the data mean, or a checkpoint's).
+    weights : Tensor of shape (local_samples,), float64, optional
+        This rank's row weights (``sample_weight``), on ``device``; None: every row weighs 1.
+    total_weight : float
+        The weights' sum over all ranks (``n_samples`` without weights): what per-row means divide by.
     """
 
     source: DataSource
@@ -113,6 +118,35 @@ class ScannedData:
     local_samples: int
     offset: int
     shift: Tensor
+    weights: Tensor | None = None
+    total_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            object.__setattr__(self, "total_weight", float(self.n_samples))
+
+    def with_weights(self, weights: Tensor, collective: bool = True) -> ScannedData:
+        """The same data with row weights (checked: ``local_samples`` finite non-negative values); their
+        total is summed over ranks when ``collective``.
+
+        Raises
+        ------
+        ValueError
+            If every weight (over all ranks) is zero.
+        """
+        weights = weights.to(self.device, torch.float64)
+        total = weights.sum().reshape(1)
+        if collective:
+            distributed.all_reduce_(total)
+        if float(total) <= 0.0:
+            raise ValueError("sample_weight is zero for every row: at least one row must have a positive weight.")
+        return dataclasses.replace(self, weights=weights, total_weight=float(total))
+
+    def weights_of(self, start: int, n: int) -> Tensor | None:
+        """The weights of the ``n`` rows from global index ``start`` on (a chunk's), or None without weights."""
+        if self.weights is None:
+            return None
+        return self.weights[start - self.offset : start - self.offset + n]
 
     @property
     def name(self) -> str:
@@ -176,13 +210,19 @@ class ScannedData:
         """A uniform sample of ``min(size, N)`` centred rows, the same on every rank.
 
         Each row gets a key hashed from ``seed`` and its global index; the rows
-        with the smallest keys are kept. One pass over the data.
+        with the smallest keys are kept. One pass over the data. With row weights, the key ``u`` becomes
+        ``-log(1 - u) / w`` (an exponential race: rows enter in proportion to their weight, rows of weight zero
+        never), and rows of weight zero are left out even when the sample would take every row.
         """
         keys = torch.empty(0, dtype=torch.float64, device=self.device)
         kept = torch.empty(0, self.n_features, dtype=self.dtype, device=self.device)
-        threshold = 2.0  # keys are below 1; once `size` rows are kept, only smaller keys can enter
+        # unweighted keys are below 1; once `size` rows are kept, only smaller keys can enter
+        threshold = 2.0 if self.weights is None else math.inf
         for start, x in self.chunks(_SCAN_ROWS):
             chunk_keys = uniform_hash(seed, torch.arange(start, start + x.shape[0], device=self.device))
+            w = self.weights_of(start, x.shape[0])
+            if w is not None:
+                chunk_keys = torch.where(w > 0, -torch.log1p(-chunk_keys) / w, math.inf)  # weight 0: never
             enter = chunk_keys < threshold
             keys, kept = torch.cat([keys, chunk_keys[enter]]), torch.cat([kept, x[enter]])
             if keys.shape[0] > size:
@@ -190,13 +230,14 @@ class ScannedData:
                 threshold = float(keys[-1])
         keys, kept = _smallest(keys, kept, size)  # in key order, however the rows were split
         if distributed.is_distributed():
-            padded_keys = torch.full((size,), 2.0, dtype=torch.float64, device=self.device)
+            padded_keys = torch.full((size,), 2.0 if self.weights is None else math.inf, device=self.device).double()
             padded_rows = torch.zeros(size, self.n_features, dtype=self.dtype, device=self.device)
             padded_keys[: keys.shape[0]] = keys
             padded_rows[: kept.shape[0]] = kept
             keys = torch.cat(distributed.all_gather_tensors(padded_keys))
             kept = torch.cat(distributed.all_gather_tensors(padded_rows))
             keys, kept = _smallest(keys, kept, min(size, self.n_samples))
+            kept = kept[torch.isfinite(keys)]  # no padding (ranks with fewer rows of positive weight)
         return kept
 
 

@@ -29,6 +29,7 @@ from torchgmm._validation import (
     check_beta_start,
     check_fixed_params,
     check_initial_parameters,
+    check_sample_weight,
     check_scalar,
     make_generator,
     output_like,
@@ -39,7 +40,7 @@ from torchgmm.covariance import COVARIANCE_TYPES, CovarianceType, get_covariance
 from torchgmm.data import DataSource, ScannedData, TensorSource, input_source, scan
 from torchgmm.em import MixtureParameters
 from torchgmm.exceptions import NotFittedError, OutOfMemoryError, compatible
-from torchgmm.fitter import FitConfig, WarmStart, fit_mixture, online_update, restart_count
+from torchgmm.fitter import FitConfig, WarmStart, check_growth, fit_mixture, online_update, restart_count
 from torchgmm.init import INIT_METHODS
 from torchgmm.model import FittedMixture, mixture_parameters, to_module
 from torchgmm.module import GaussianMixtureModule
@@ -422,13 +423,23 @@ class GaussianMixture(Parameters):
     # ------------------------------------------------------------------ fitting
 
     @_entry_point
-    def fit(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> GaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        callback: Callable[[int, int, float], None] | None = None,
+    ) -> GaussianMixture:
         """Fit the mixture by EM, running ``n_init`` restarts at once.
 
         Parameters
         ----------
         X : array-like or Tensor of shape (n_samples, n_features)
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row (this process's rows under ``torch.distributed``): a row of
+            weight ``w`` counts as ``w`` copies of it, in the initialisation and in EM, and the bounds are
+            per unit of weight. None: every row weighs 1.
         callback : callable, optional
             Called after every EM iteration as ``callback(iteration, n_running,
             best_lower_bound)`` (restarts still running, best lower bound so
@@ -438,21 +449,27 @@ class GaussianMixture(Parameters):
         -------
         self
         """
-        self._fit(X, labels=False, callback=callback)
+        self._fit(X, labels=False, callback=callback, sample_weight=sample_weight)
         return self
 
     @_entry_point
-    def fit_predict(self, X: Any, y: Any = None, callback: Callable[[int, int, float], None] | None = None) -> Any:
+    def fit_predict(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        callback: Callable[[int, int, float], None] | None = None,
+    ) -> Any:
         """Fit the mixture, then return the label of each sample (as ``fit(X).predict(X)``).
 
-        ``callback`` is as in :meth:`fit`.
+        ``sample_weight`` and ``callback`` are as in :meth:`fit`.
 
         Raises
         ------
         ValueError
             For invalid parameters or data, or if every restart failed to factorise a covariance.
         """
-        return self._fit(X, labels=True, callback=callback)
+        return self._fit(X, labels=True, callback=callback, sample_weight=sample_weight)
 
     @_entry_point
     def _fit_grown(
@@ -460,17 +477,12 @@ class GaussianMixture(Parameters):
     ) -> GaussianMixture:
         """Fit starting from ``smaller`` (fitted, one component fewer, the same covariance type), each restart
         with one of its worst-explained components split in two (``GaussianMixtureSelection(grow=True)``)."""
-        if (smaller.n_components + 1, smaller.covariance_type) != (self.n_components, self.covariance_type):
-            raise ValueError(
-                f"Growing a {self.covariance_type} mixture of {self.n_components} components needs a fitted "
-                f"{self.covariance_type} mixture of {self.n_components - 1}, got {smaller.covariance_type} with "
-                f"{smaller.n_components}."
-            )
+        check_growth(smaller.n_components, smaller.covariance_type, self.n_components, self.covariance_type)
         self._fit(X, labels=False, callback=callback, grow_from=smaller)
         return self
 
     @_entry_point
-    def partial_fit(self, X: Any, y: Any = None) -> GaussianMixture:
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
         """One stepwise-EM update from the mini-batch ``X`` (online EM).
 
         The first call initialises the mixture from that batch (``init_params``,
@@ -491,6 +503,9 @@ class GaussianMixture(Parameters):
         ----------
         X : array-like or Tensor of shape (n_samples, n_features)
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights of this batch, as in :meth:`fit`: the batch's statistics are weighted sums (its
+            step size does not depend on them).
 
         Returns
         -------
@@ -528,6 +543,10 @@ class GaussianMixture(Parameters):
             n_iter_=self.n_iter_ if fitted else None,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
+        if sample_weight is not None:  # (as in _fit)
+            with distributed.together():
+                weights = check_sample_weight(sample_weight, data.local_samples)
+            data = data.with_weights(weights)
         config = self._config(covariance)
         if fitted:
             model = online_update(data, config, FittedMixture.from_attributes(self, self.covariance_type), stacklevel=2)
@@ -584,6 +603,8 @@ class GaussianMixture(Parameters):
         for name in ("weights_init", "means_init", "precisions_init"):
             if isinstance(params.get(name), Tensor):
                 params[name] = params[name].numpy()
+        if isinstance(params.get("fixed_params"), list):  # a tuple, stored as a list
+            params["fixed_params"] = tuple(params["fixed_params"])
         try:
             estimator = cls(**params)
             model = FittedMixture.from_plain(content.fitted, estimator.covariance_type)
@@ -609,20 +630,10 @@ class GaussianMixture(Parameters):
         """
         self._check_is_fitted()
         device = resolve_device(self.device, as_tensor(self.means_))
-        module_kwargs = dict(
-            learning_decay=self.learning_decay, learning_offset=self.learning_offset, fixed_params=self.fixed_params
-        )
-        return to_module(
-            self.weights_,
-            self.means_,
-            self.precisions_cholesky_,
-            self.covariance_type,
-            device,
-            learnable=learnable,
-            reg_covar=self.reg_covar,
-            check_finite=check_finite,
-            **module_kwargs,
-        )
+        settings = {name: getattr(self, name) for name in ("reg_covar", "learning_decay", "learning_offset")}
+        arrays = (self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type, device)
+        options = dict(learnable=learnable, check_finite=check_finite, fixed_params=self.fixed_params)
+        return to_module(*arrays, **options, **settings)
 
     def _config(self, covariance: CovarianceType) -> FitConfig:
         # every other field of a fit's settings is the parameter of the same name
@@ -635,6 +646,7 @@ class GaussianMixture(Parameters):
         labels: bool,
         callback: Callable[[int, int, float], None] | None = None,
         grow_from: GaussianMixture | None = None,
+        sample_weight: Any = None,
     ) -> Any:
         # Called from fit and fit_predict under their precision wrapper: stacklevel=4 is the caller.
         # Under torch.distributed, what fails on one rank only (its parameters, its shard, its reading of the
@@ -650,6 +662,10 @@ class GaussianMixture(Parameters):
             batch_size=self.batch_size,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
+        if sample_weight is not None:
+            with distributed.together():
+                weights = check_sample_weight(sample_weight, data.local_samples)
+            data = data.with_weights(weights)
         if data.n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
@@ -735,9 +751,10 @@ class GaussianMixture(Parameters):
         scores, like, _ = self._map(X, lambda log_prob_norm, _: log_prob_norm, 3)
         return output_like(scores, like)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``)."""
-        total, n = self._total_log_likelihood(X)
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``); weighted by
+        ``sample_weight`` (non-negative, one per row) when given."""
+        total, n = self._total_log_likelihood(X, sample_weight)
         return total / n
 
     def _n_parameters(self) -> int:
@@ -745,18 +762,24 @@ class GaussianMixture(Parameters):
         return get_covariance_type(self.covariance_type).n_parameters(K, D) + K * D + K - 1
 
     @_entry_point
-    def _total_log_likelihood(self, X: Any) -> tuple[float, int]:
-        sums, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4)
-        return float(sums.sum()), n
+    def _total_log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
+        """The (weighted) sum of the rows' log-likelihoods and the number of rows (the weights' sum)."""
+        if sample_weight is None:
+            sums, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4)
+            return float(sums.sum()), n
+        scores, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64), 4)
+        weights = check_sample_weight(sample_weight, n, positive=True).to(scores.device)
+        return float((weights * scores).sum()), float(weights.sum())
 
-    def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        total, n = self._total_log_likelihood(X)
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
+        """Bayesian information criterion on ``X`` (lower is better); with ``sample_weight``, the weighted
+        log-likelihood and the weights' sum as the number of rows."""
+        total, n = self._total_log_likelihood(X, sample_weight)
         return -2.0 * total + self._n_parameters() * math.log(n)
 
-    def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better)."""
-        total, _ = self._total_log_likelihood(X)
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
+        """Akaike information criterion on ``X`` (lower is better), weighted as :meth:`bic`."""
+        total, _ = self._total_log_likelihood(X, sample_weight)
         return -2.0 * total + 2.0 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[Any, Any]:
@@ -777,24 +800,11 @@ class GaussianMixture(Parameters):
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample."
             )
-        covariance = get_covariance_type(self.covariance_type)
         means = as_tensor(self.means_)
-        device = resolve_device(self.device, means)
-        dtype = resolve_dtype(self.dtype, means)
-        arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
-        params, shift = mixture_parameters(*arrays, covariance, device, dtype)
-        params = params.map(lambda t: t.squeeze(0))
-        generator = make_generator(self.random_state, device)
-        labels = torch.multinomial(params.weights, int(n_samples), replacement=True, generator=generator)
-        counts = torch.bincount(labels, minlength=self.n_components).tolist()
-        parts = []
-        for k, count in enumerate(counts):
-            if count:
-                z = torch.randn(count, means.shape[1], generator=generator, device=device, dtype=dtype)
-                offset = (params.means[k].to(torch.float64) + shift).to(dtype)
-                parts.append(offset + covariance.colour(z, params.precisions_cholesky, k))
-        y = torch.repeat_interleave(torch.arange(self.n_components, device=device), torch.tensor(counts, device=device))
-        return output_like(torch.cat(parts), self.means_), output_like(y, self.means_)
+        device, dtype = resolve_device(self.device, means), resolve_dtype(self.dtype, means)
+        model = FittedMixture.from_attributes(self, self.covariance_type)
+        X, y = model.sample(int(n_samples), device, dtype, make_generator(self.random_state, device))
+        return output_like(X, self.means_), output_like(y, self.means_)
 
 
 def _labels(log_prob_norm: Tensor, log_resp: Tensor) -> Tensor:

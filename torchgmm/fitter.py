@@ -41,6 +41,7 @@ __all__ = [
     "FitConfig",
     "BETA_SPREAD",
     "restart_count",
+    "check_growth",
     "beta_starts",
     "WarmStart",
     "Fit",
@@ -118,6 +119,16 @@ class FitConfig:
 # restarts, so that one batch tries both strong annealing (which helps most on data with many features) and
 # mild annealing (which keeps components apart where strong annealing would merge them); see bench/NOTES.md.
 BETA_SPREAD = (0.05, 0.5)
+
+
+def check_growth(smaller: int, smaller_type: str, n_components: int, covariance_type: str) -> None:
+    """Raise unless a fit of ``n_components`` can grow from a fit of ``smaller`` components (one fewer, the same
+    covariance type)."""
+    if (smaller + 1, smaller_type) != (n_components, covariance_type):
+        raise ValueError(
+            f"Growing a {covariance_type} mixture of {n_components} components needs a fitted {covariance_type} "
+            f"mixture of {n_components - 1}, got {smaller_type} with {smaller}."
+        )
 
 
 def restart_count(strategy: str, n_init: int) -> int:
@@ -297,8 +308,21 @@ def _checkpoint(
         "race": None if (race := config.race()) is None else [race.first_cut, race.survivors],
         "anneal": None if (a := config.anneal()) is None else [*a.beta_start, a.steps, a.level_iter],
         "split_merge": None if (m := config.split_merge()) is None else [m.candidates, m.rounds],
+        "fixed_params": list(config.fixed_names),
+        "sample_weight": _weight_identity(data),
     }
     return fit_checkpoint(config.checkpoint_path, settings, data, inits, warm, seed)
+
+
+def _weight_identity(data: ScannedData) -> list[float] | None:
+    """What identifies a fit's row weights in its checkpoint: their total and a checksum that depends on which
+    row has which weight (summed over ranks); None without weights."""
+    if data.weights is None:
+        return None
+    index = torch.arange(data.offset, data.offset + data.local_samples, device=data.device, dtype=torch.float64)
+    checksum = (data.weights * (index.remainder(1_000_003) + 1.0)).sum().reshape(1)
+    distributed.all_reduce_(checksum)
+    return [data.total_weight, float(checksum)]
 
 
 def initial_parameters(

@@ -32,7 +32,7 @@ from torchgmm import distributed
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData, uniform_hash
 from torchgmm.em import MixtureParameters, Statistics
-from torchgmm.mstep import RepairState, maximise
+from torchgmm.mstep import EMPTY_MASS, RepairState, maximise
 from torchgmm.passes import chunk_rows, statistics_from_resp
 
 __all__ = ["INIT_METHODS", "initialize", "kmeans_plusplus", "kmeans", "squared_distances", "whitening"]
@@ -120,16 +120,21 @@ def kmeans(
     R, K, D = centres.shape
     rows = chunk_rows(data.n_samples, 2 * R * K + D, data.device, rows)
     variance = torch.zeros(D, dtype=torch.float64, device=data.device)
-    for _, x in data.chunks(rows):
-        variance += (x.to(torch.float64) ** 2).sum(0)
+    for start, x in data.chunks(rows):
+        squares = x.to(torch.float64) ** 2
+        w = data.weights_of(start, x.shape[0])
+        variance += (squares if w is None else w.unsqueeze(-1) * squares).sum(0)
     distributed.all_reduce_(variance)
-    # data are centred on their mean, so this is the mean variance
-    tol_abs = float(variance.mean()) / data.n_samples * tol
+    # data are centred on their (unweighted) mean, so this is about the mean variance
+    tol_abs = float(variance.mean()) / data.total_weight * tol
     for _ in range(max_iter):
         sums = torch.zeros(R, K, D, dtype=torch.float64, device=data.device)
         counts = torch.zeros(R, K, dtype=torch.float64, device=data.device)
-        for _, x in data.chunks(rows):
+        for start, x in data.chunks(rows):
             onehot = F.one_hot(squared_distances(x, centres).argmin(-1), K).to(x.dtype)
+            w = data.weights_of(start, x.shape[0])
+            if w is not None:  # weighted Lloyd: a row of weight w counts w times
+                onehot = onehot * w.to(x.dtype).view(1, -1, 1)
             sums += (onehot.mT @ x).to(torch.float64)
             counts += onehot.sum(1).to(torch.float64)
         distributed.all_reduce_(sums, counts)
@@ -155,8 +160,11 @@ def _relocate_empty(data: ScannedData, centres: Tensor, empty: Tensor, rows: int
         keep = dist.topk(K, dim=-1).indices
         return dist.gather(1, keep), rows_.gather(1, keep.unsqueeze(-1).expand(-1, -1, D))
 
-    for _, x in data.chunks(rows):
+    for start, x in data.chunks(rows):
         dist = squared_distances(x, centres).min(-1).values  # [R, n]
+        w = data.weights_of(start, x.shape[0])
+        if w is not None:  # a row of weight zero is not data: never a centre
+            dist = torch.where(w > 0, dist, -1.0)
         top = dist.topk(min(K, dist.shape[1]), dim=-1)
         best_dist, best_rows = keep_farthest(
             torch.cat([best_dist, top.values], 1), torch.cat([best_rows, x[top.indices]], 1)
@@ -178,6 +186,10 @@ class _Whitened:
     def __init__(self, data: ScannedData, W: Tensor) -> None:
         self.data, self.W = data, W
         self.n_samples, self.n_features, self.device, self.dtype = data.n_samples, W.shape[1], data.device, data.dtype
+        self.weights, self.total_weight = data.weights, data.total_weight
+
+    def weights_of(self, start: int, n: int) -> Tensor | None:
+        return self.data.weights_of(start, n)
 
     def chunks(self, rows: int):
         for start, x in self.data.chunks(rows):
@@ -196,11 +208,12 @@ def whitening(data: ScannedData, rows: int | None = None) -> tuple[Tensor, Tenso
     D = data.n_features
     rows = chunk_rows(data.n_samples, D, data.device, rows)
     scatter = torch.zeros(D, D, dtype=torch.float64, device=data.device)
-    for _, x in data.chunks(rows):
+    for start, x in data.chunks(rows):
         x = x.to(torch.float64)
-        scatter += x.mT @ x
+        w = data.weights_of(start, x.shape[0])
+        scatter += x.mT @ (x if w is None else w.unsqueeze(-1) * x)
     distributed.all_reduce_(scatter)
-    covariance = scatter / data.n_samples  # the rows are centred on their mean
+    covariance = scatter / data.total_weight  # about the (unweighted) mean: whitening only needs a scale
     ridge = 1e-10 * float(covariance.diagonal().mean().clamp_min(torch.finfo(torch.float64).tiny))
     eye = torch.eye(D, dtype=torch.float64, device=data.device)
     L = torch.linalg.cholesky(covariance + ridge * eye)
@@ -302,5 +315,16 @@ def initialize(
     else:
         stats = statistics_from_resp(data, resp_fn, centre, covariance, rows)
     restarts = torch.arange(centre.shape[0], device=centre.device)
-    step = maximise(stats, centre, covariance, state, restarts, data.dtype, iteration=0, repair=covariances_used)
+    empty_mass = EMPTY_MASS * data.total_weight / data.n_samples  # half a row of mean weight
+    step = maximise(
+        stats,
+        centre,
+        covariance,
+        state,
+        restarts,
+        data.dtype,
+        iteration=0,
+        repair=covariances_used,
+        empty_mass=empty_mass,
+    )
     return step.params, step.ok

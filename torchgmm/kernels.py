@@ -10,10 +10,10 @@ statistics about the current means once the chunks are summed, and the size of i
 A kernel's contract: ``prepare(weights, means, precisions_cholesky, beta=None)`` once per pass, in the compute
 dtype (``beta [R, 1, 1]``: responsibilities proportional to ``(w p(x))^beta``, the deterministic annealing of
 :mod:`torchgmm.trainer`, while the log-likelihood stays the untempered one);
-``accumulate(X, prepared, into)`` per chunk, adding into ``into`` (a :class:`~torchgmm.em.Statistics` of
-buffers: ``log_likelihood [R]`` float64, the others in the compute dtype, ``s2`` in the kernel's own
-coordinates); ``finish(total, means, precisions_cholesky)`` once, in float64, giving ``s1`` and ``s2`` about
-the means.
+``accumulate(X, prepared, into, weights=None)`` per chunk (``weights [n]``: row weights, each row counting as
+that many copies), adding into ``into`` (a :class:`~torchgmm.em.Statistics` of buffers: ``log_likelihood [R]``
+float64, the others in the compute dtype, ``s2`` in the kernel's own coordinates);
+``finish(total, means, precisions_cholesky)`` once, in float64, giving ``s1`` and ``s2`` about the means.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Kernel:
     ) -> NamedTuple:
         raise NotImplementedError
 
-    def accumulate(self, X: Tensor, prepared: NamedTuple, into: Statistics) -> None:
+    def accumulate(self, X: Tensor, prepared: NamedTuple, into: Statistics, weights: Tensor | None = None) -> None:
         raise NotImplementedError
 
     def finish(self, total: Statistics, means: Tensor, precisions_cholesky: Tensor) -> Statistics:
@@ -119,14 +119,14 @@ class WhitenedKernel(Kernel):
         constant = (-0.5 * D * LOG_2PI + log_det + torch.log(weights)).unsqueeze(-2)  # [R, 1, K]
         return PreparedWhitened(whiten, constant, means, beta)
 
-    def accumulate(self, X, prepared: PreparedWhitened, into):
+    def accumulate(self, X, prepared: PreparedWhitened, into, weights=None):
         means = prepared.means
         whiten = prepared.whiten
         R, K, F, D = whiten.shape
         # bmm of the rows broadcast over R * K (stride 0), not matmul, which copies them R * K times first
         Y = torch.bmm(pad_ones(X).expand(R * K, -1, -1), whiten.reshape(R * K, F, D)).view(R, K, -1, D)
         log_prob = torch.add(prepared.constant, torch.linalg.vector_norm(Y, dim=-1).square_().mT, alpha=-0.5)
-        log_prob_norm, resp = _responsibilities(log_prob, prepared.beta)  # [R, n, K]
+        log_prob_norm, resp = _responsibilities(log_prob, prepared.beta, weights)  # [R, n, K]
         into.log_likelihood.add_(log_prob_norm.sum(-1, dtype=into.log_likelihood.dtype))
         nk = resp.sum(1)
         into.nk.add_(nk)
@@ -161,9 +161,9 @@ class ExpandedKernel(Kernel):
     def prepare(self, weights, means, precisions_cholesky, beta=None) -> PreparedExpanded:
         return PreparedExpanded(self.covariance.density_weights(means, precisions_cholesky, torch.log(weights)), beta)
 
-    def accumulate(self, X, prepared: PreparedExpanded, into):
+    def accumulate(self, X, prepared: PreparedExpanded, into, weights=None):
         features = self.covariance.features(X)
-        log_prob_norm, resp = _responsibilities(features @ prepared.density, prepared.beta)  # [R, n, K]
+        log_prob_norm, resp = _responsibilities(features @ prepared.density, prepared.beta, weights)  # [R, n, K]
         moments = resp.mT @ features  # [R, K, F]
         D = X.shape[-1]
         into.log_likelihood.add_(log_prob_norm.sum(-1, dtype=into.log_likelihood.dtype))
@@ -180,9 +180,14 @@ class ExpandedKernel(Kernel):
         return total._replace(s1=s1 - nk.unsqueeze(-1) * means, s2=centred_s2)
 
 
-def _responsibilities(log_prob: Tensor, beta: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The log-likelihood of each row and its responsibilities, tempered by ``beta`` when annealing."""
-    return normalise_(log_prob) if beta is None else tempered_(log_prob, beta)
+def _responsibilities(log_prob: Tensor, beta: Tensor | None, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The log-likelihood of each row and its responsibilities, tempered by ``beta`` when annealing; both times
+    the row weights ``[n]`` when given (a row of weight ``w`` counts as ``w`` copies of it)."""
+    log_prob_norm, resp = normalise_(log_prob) if beta is None else tempered_(log_prob, beta)
+    if weights is not None:
+        w = weights.to(resp.dtype)
+        log_prob_norm, resp = log_prob_norm * w, resp.mul_(w.view(1, -1, 1))
+    return log_prob_norm, resp
 
 
 _KERNELS: dict[str, Kernel] = {}

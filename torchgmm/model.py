@@ -205,6 +205,26 @@ class FittedMixture:
             self.weights, self.means, self.covariances, self.precisions_cholesky, self.covariance, device, dtype, shift
         )
 
+    def sample(
+        self, n_samples: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """``n_samples`` draws ``[n, D]`` on ``device`` in ``dtype``, grouped by component in component order,
+        and their labels ``[n]``."""
+        covariance = self.covariance
+        params, shift = self.parameters(device, dtype)
+        params = params.map(lambda t: t.squeeze(0))
+        K, D = params.means.shape
+        labels = torch.multinomial(params.weights, n_samples, replacement=True, generator=generator)
+        counts = torch.bincount(labels, minlength=K).tolist()
+        parts = []
+        for k, count in enumerate(counts):
+            if count:
+                z = torch.randn(count, D, generator=generator, device=device, dtype=dtype)
+                offset = (params.means[k].to(torch.float64) + shift).to(dtype)
+                parts.append(offset + covariance.colour(z, params.precisions_cholesky, k))
+        y = torch.repeat_interleave(torch.arange(K, device=device), torch.tensor(counts, device=device))
+        return torch.cat(parts), y
+
     def to_module(self, device: torch.device, **kwargs: Any) -> GaussianMixtureModule:
         """The mixture as a torch module on ``device``; see :func:`to_module`."""
         return to_module(self.weights, self.means, self.precisions_cholesky, self.covariance_type, device, **kwargs)

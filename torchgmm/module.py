@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from torchgmm._validation import check_scalar, fixed_parameter_names
+from torchgmm._validation import check_sample_weight, check_scalar, fixed_parameter_names
 from torchgmm.covariance import get_covariance_type
 from torchgmm.data import scanned
 from torchgmm.em import MixtureParameters
@@ -289,8 +289,11 @@ class GaussianMixtureModule(nn.Module):
     # ------------------------------------------------------------------ online EM
 
     @torch.no_grad()
-    def partial_fit(self, x: Tensor) -> Tensor:
+    def partial_fit(self, x: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """One stepwise-EM update from the mini-batch ``x [n, D]``; returns its mean log-likelihood.
+
+        ``sample_weight [n]`` (non-negative): each row counts as that many copies of it; the returned mean is
+        then per unit of weight.
 
         The log-likelihood is under the parameters before the update. Under
         ``torch.distributed`` the batch statistics are summed over ranks, so
@@ -308,6 +311,8 @@ class GaussianMixtureModule(nn.Module):
         if x.shape[0] == 0:
             raise ValueError(f"partial_fit needs at least one row, got a batch of shape {tuple(x.shape)}.")
         data = scanned(x.detach())
+        if sample_weight is not None:
+            data = data.with_weights(check_sample_weight(sample_weight, x.shape[0], positive=True), collective=False)
         shift = data.shift.to(self.means.dtype)
         covariance = self._covariance
         P = covariance.from_sklearn(self.precisions_cholesky.detach()).unsqueeze(0)

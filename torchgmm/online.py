@@ -106,7 +106,8 @@ def online_em_step(
     state = RepairState.start(R, K, covariance, reg_covar, params.means.device)
     restarts = torch.arange(R, device=params.means.device)
     # the blended masses are fractions of a row: empty is half a row of this batch
-    empty_mass = EMPTY_MASS / n.min()
+    # (with row weights: half a row of mean weight, as a fraction of the batch's total weight)
+    empty_mass = EMPTY_MASS / n.min() if data.weights is None else EMPTY_MASS / data.n_samples
     result = maximise(
         blended, params.means, covariance, state, restarts, dtype, step, empty_mass=empty_mass, fixed=fixed
     )

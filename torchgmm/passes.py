@@ -128,7 +128,7 @@ def working_dtype(params: MixtureParameters, covariance: CovarianceType) -> torc
 
 
 def choose_kernel(
-    params: MixtureParameters, covariance: CovarianceType, tempered: bool = False
+    params: MixtureParameters, covariance: CovarianceType, tempered: bool = False, weighted: bool = False
 ) -> tuple[Kernel, torch.dtype]:
     """The kernel of ``covariance``'s type and the dtype a pass with ``params`` computes in (one host sync).
 
@@ -136,14 +136,14 @@ def choose_kernel(
     Triton E-step (:mod:`torchgmm.fused`) for float32 passes on CUDA when Triton is installed, the torch
     kernels (:mod:`torchgmm.kernels`) otherwise. The environment variable ``TORCHGMM_KERNEL`` overrides the
     choice: ``torch`` always takes the torch kernels; ``triton`` also runs the fused one in Triton's CPU
-    interpreter when ``TRITON_INTERPRET=1`` (for tests; it is slow). A ``tempered`` pass (annealing) always
-    takes the torch kernels: the fused one has no inverse temperature.
+    interpreter when ``TRITON_INTERPRET=1`` (for tests; it is slow). A ``tempered`` pass (annealing) and a
+    ``weighted`` one (``sample_weight``) always take the torch kernels: the fused one has neither.
     """
     choice = fused.requested()
     work = working_dtype(params, covariance)
     device = params.means.device
     runs_here = device.type == "cuda" or (choice == "triton" and fused.interpreted() and device.type == "cpu")
-    if choice != "torch" and not tempered and fused.available() and work == torch.float32 and runs_here:
+    if choice != "torch" and not (tempered or weighted) and fused.available() and work == torch.float32 and runs_here:
         return fused.kernel_for(covariance), work
     return kernel_for(covariance), work
 
@@ -167,7 +167,8 @@ def e_step(
     tempered).
     """
     R, K, D = params.means.shape
-    kernel, work = chosen or choose_kernel(params, covariance, tempered=beta is not None)
+    weighted = data.weights is not None
+    kernel, work = chosen or choose_kernel(params, covariance, tempered=beta is not None, weighted=weighted)
     rows = chunk_rows(data.n_samples, kernel.elements_per_row(R, K, D), data.device, rows)
     means, precisions_cholesky = params.means.to(work), params.precisions_cholesky.to(work)
     if beta is None:
@@ -177,8 +178,11 @@ def e_step(
     zeros = Statistics.zeros(covariance, R, K, D, work, data.device)
     partial = Statistics(*(t.clone() for t in zeros))
     total, pending = zeros.to(ACCUMULATE_DTYPE), 0
-    for _, x in data.chunks(rows):
-        kernel.accumulate(x.to(work), prepared, partial)
+    for start, x in data.chunks(rows):
+        if weighted:
+            kernel.accumulate(x.to(work), prepared, partial, data.weights_of(start, x.shape[0]))
+        else:
+            kernel.accumulate(x.to(work), prepared, partial)
         pending += x.shape[0]
         if pending >= FLUSH_ROWS:
             total = total + partial.to(ACCUMULATE_DTYPE)
@@ -207,6 +211,8 @@ def statistics_from_resp(
     centre64 = centre.to(ACCUMULATE_DTYPE)
     for start, x in data.chunks(rows):
         resp = resp_fn(start, x).to(ACCUMULATE_DTYPE)
+        if data.weights is not None:
+            resp = resp * data.weights_of(start, x.shape[0]).view(1, -1, 1)
         stats = sufficient_statistics(x.to(ACCUMULATE_DTYPE), resp, centre64, covariance)
         total = total + Statistics(torch.zeros(R, dtype=ACCUMULATE_DTYPE, device=x.device), *stats)
     distributed.all_reduce_(*total)
@@ -228,9 +234,14 @@ def responsibility_overlaps(
     params64 = params.map(lambda t: t.to(ACCUMULATE_DTYPE))
     overlap = torch.zeros(R, K, K, dtype=ACCUMULATE_DTYPE, device=data.device)
     fit = torch.zeros(R, K, dtype=ACCUMULATE_DTYPE, device=data.device)
-    for _, x in data.chunks(rows):
+    for start, x in data.chunks(rows):
         log_prob_norm, log_resp = estimate_log_prob_resp(x.to(ACCUMULATE_DTYPE), params64, covariance)
         resp = log_resp.exp_()  # [R, n, K]
+        w = data.weights_of(start, x.shape[0])
+        if w is not None:  # sum_n w_n r_nk r_nl and sum_n w_n r_nk log p(x_n)
+            overlap += resp.mT @ (resp * w.view(1, -1, 1))
+            fit += (resp * (w * log_prob_norm).unsqueeze(-1)).sum(1)
+            continue
         overlap += resp.mT @ resp
         fit += (resp * log_prob_norm.unsqueeze(-1)).sum(1)
     distributed.all_reduce_(overlap, fit)

@@ -25,7 +25,7 @@ import torch
 from torchgmm.covariance import CovarianceType
 from torchgmm.data import ScannedData
 from torchgmm.em import MixtureParameters
-from torchgmm.mstep import Fixed, RepairState, maximise, repaired_restarts
+from torchgmm.mstep import EMPTY_MASS, Fixed, RepairState, maximise, repaired_restarts
 from torchgmm.passes import choose_kernel, chunk_rows, e_step, retry_with_fewer_rows
 
 __all__ = ["EMState", "EMConfig", "Race", "Anneal", "Observer", "Observers", "Callback", "Progress", "run_em"]
@@ -354,17 +354,29 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
     anneal = config.anneal
     betas = [1.0] * len(active) if anneal is None else [anneal.beta(r, state.level[r]) for r in active]
     beta = torch.tensor(betas, dtype=torch.float64, device=device) if min(betas) < 1.0 else None
-    chosen = choose_kernel(current, covariance, tempered=beta is not None)  # the kernel sizes the tiles
+    weighted = data.weights is not None
+    chosen = choose_kernel(current, covariance, beta is not None, weighted)  # the kernel sizes the tiles
     planned = chunk_rows(data.n_samples, chosen[0].elements_per_row(len(active), K, D), device, cap)
     stats, used = retry_with_fewer_rows(
         lambda n: e_step(data, current, covariance, n, chosen, beta), planned, "the E-step", device, 7
     )
-    # The bound is the mean log-likelihood of the parameters before this M-step.
-    new_bound = stats.log_likelihood / data.n_samples
+    # The bound is the mean log-likelihood of the parameters before this M-step (per unit of weight).
+    new_bound = stats.log_likelihood / data.total_weight
     # Repairs write into a copy of the state's, committed with the rest at the end of the iteration.
     repairs = state.repairs.copy()
+    # empty: less than half a row's worth of mass (a row of mean weight, with weights)
+    empty_mass = EMPTY_MASS * data.total_weight / data.n_samples
     step = maximise(
-        stats, current.means, covariance, repairs, index, dtype, iteration, fetch=new_bound, fixed=config.fixed
+        stats,
+        current.means,
+        covariance,
+        repairs,
+        index,
+        dtype,
+        iteration,
+        empty_mass=empty_mass,
+        fetch=new_bound,
+        fixed=config.fixed,
     )
     host_bound = step.fetched
     host_ok = [ok and math.isfinite(b) for ok, b in zip(step.ok, host_bound, strict=True)]

@@ -1127,6 +1127,10 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("fit", _data(), "--max-iter", "-1", *_out()),
     ],
     "cli-too-few-rows": lambda: _cli("fit", _data(), "-k", "100", *_out()),
+    "cli-sample-weight-rows": lambda: _cli("fit", _data(), "--sample-weight", _npy("w-short.npy", np.ones(3)), *_out()),
+    "cli-sample-weight-columns": lambda: _cli(
+        "fit", _data(), "--sample-weight", _npy("w-wide.npy", np.ones((len(X), 2))), *_out()
+    ),
     "cli-features-mismatch": lambda: [
         _cli("predict", _model_file(), _npy("X3.npy", X3)),
         _cli("score", _model_file(), _npy("X3.npy", X3)),

@@ -138,3 +138,36 @@ def test_selection_bench_runs_on_tiny_mixtures(monkeypatch, tmp_path, capsys):
         [[true_k, k, covariance_type]] = record["chosen"]
         assert true_k == 2 and 1 <= k <= 3 and covariance_type in ("full", "spherical")
     assert "init_whiten" in capsys.readouterr().out
+
+
+def test_weights_bench_runs_on_a_tiny_case(tmp_path, capsys):
+    import bench.weights as weights
+
+    out = tmp_path / "w.json"
+    assert (
+        weights.main(
+            [
+                "--rows",
+                "600",
+                "--features",
+                "3",
+                "--components",
+                "2",
+                "--iterations",
+                "1",
+                "--repeats",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * len(weights.TYPES)
+    # (one iteration of a tiny fit is within timing noise: only that every case was measured)
+    assert {(r["data"], r["covariance_type"]) for r in rows} == {
+        (d, t) for d in ("isotropic", "anisotropic") for t in weights.TYPES
+    }
+    assert all(np.isfinite([r["unweighted"], r["weighted"], r["ratio"]]).all() for r in rows)
+    assert "ratio" in capsys.readouterr().out

@@ -720,3 +720,28 @@ def test_select_grows_as_the_selection_does(blobs, tmp_path):
     loaded = GaussianMixture.load(tmp_path / "b.pt")
     assert loaded.n_components == expected.best_params_["n_components"]
     np.testing.assert_allclose(np.sort(loaded.means_, 0), np.sort(expected.best_estimator_.means_, 0), rtol=1e-9)
+
+
+def test_fit_weighs_rows_from_a_file(blobs, tmp_path):
+    from torchgmm import GaussianMixture, cli
+
+    folder, X = blobs
+    w = np.random.default_rng(0).integers(0, 3, len(X)).astype(float)
+    np.savetxt(tmp_path / "w.csv", w)
+    np.save(tmp_path / "w.npy", w)
+    for name in ("w.csv", "w.npy"):
+        argv = ["fit", str(folder / "X.npy"), "-k", "2", "--sample-weight", str(tmp_path / name), "-q"]
+        assert cli.main([*argv, "-o", str(tmp_path / "m.pt")]) == 0
+        expected = GaussianMixture(2, n_init=4, random_state=0).fit(X, sample_weight=w)
+        np.testing.assert_allclose(GaussianMixture.load(tmp_path / "m.pt").means_, expected.means_, rtol=1e-10)
+    np.save(tmp_path / "short.npy", w[:-1])
+    out = run("fit", str(folder / "X.npy"), "-k", "2", "--sample-weight", str(tmp_path / "short.npy"))
+    one_error_line(out, f"short.npy has {len(X) - 1} weights for the {len(X)} rows of")
+    assert out.returncode == 2
+    np.save(tmp_path / "two.npy", np.ones((len(X), 2)))
+    out = run("fit", str(folder / "X.npy"), "-k", "2", "--sample-weight", str(tmp_path / "two.npy"))
+    one_error_line(out, "--sample-weight needs one column")
+    np.save(tmp_path / "negative.npy", -w)
+    out = run("fit", str(folder / "X.npy"), "-k", "2", "--sample-weight", str(tmp_path / "negative.npy"))
+    one_error_line(out, "sample_weight must be finite and non-negative")
+    assert out.returncode == 1

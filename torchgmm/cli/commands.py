@@ -27,7 +27,7 @@ from torchgmm.cli.errors import UsageError
 from torchgmm.cli.metrics import adjusted_rand_index
 from torchgmm.cli.options import CRITERIA, FIT_DEFAULTS, SELECT_DEFAULTS, device, estimator, merge_options, parse_range
 from torchgmm.cli.progress import Progress, end_line
-from torchgmm.cli.readers import load_data, read_data
+from torchgmm.cli.readers import load_data, read_data, read_weights
 from torchgmm.cli.writers import check_output, write_array
 from torchgmm.covariance import COVARIANCE_TYPES
 from torchgmm.estimator import GaussianMixture
@@ -121,6 +121,7 @@ def fit(args: argparse.Namespace) -> int:
         if path:
             check_output(path)
     X, source, species = load_data(args.data)
+    weights = None if args.sample_weight is None else read_weights(args.sample_weight, X.shape[0], source)
     n_components = options["n_components"]
     gm = estimator(options, n_components, options["covariance_type"])
     args.checkpoint = options["checkpoint"]  # where main looks for the EM state on Ctrl-C
@@ -131,13 +132,13 @@ def fit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with _FitWarnings(args.verbose) as fit_warnings:
         try:
-            labels = gm.fit_predict(X, callback=callback)
+            labels = gm.fit_predict(X, sample_weight=weights, callback=callback)
         finally:
             progress.close()
         fit_warnings.done(gm)
     elapsed = time.perf_counter() - start
     labels = _numpy(labels)
-    bic = None if args.quiet else gm.bic(X)
+    bic = None if args.quiet else gm.bic(X, sample_weight=weights)
     gm.save(args.model)
     if args.labels:
         write_array(args.labels, labels)

@@ -329,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"EM iterations between checkpoints (default {FIT_DEFAULTS['checkpoint_interval']})",
     )
+    fit.add_argument(
+        "--sample-weight",
+        metavar="FILE",
+        help="one non-negative weight per row of the data, a column (.npy, .pt, .parquet, .csv, .tsv, .txt)",
+    )
     fit.add_argument("--labels", help="also write each row's component (.npy, .csv or .tsv)")
     fit.add_argument("--responsibilities", help="also write each row's responsibilities (.npy, .csv or .tsv)")
 

@@ -215,6 +215,28 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
     return X
 
 
+def read_weights(path: str, rows: int, data: str) -> np.ndarray:
+    """One weight per row of ``data`` (``rows`` of them) from a file: a column, or a 1-D ``.npy`` array or tensor.
+
+    Their values (non-negative, finite, not all zero) are the estimator's to check.
+    """
+    file = Path(path)
+    if file.suffix.lower() in (".npy", ".pt") and file.is_file() and file.stat().st_size:
+        try:
+            w = np.load(file) if file.suffix.lower() == ".npy" else torch.load(file, weights_only=True)
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise UsageError(f"cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        w = np.asarray(w.numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+        w = w[:, None] if w.ndim == 1 else w
+    else:
+        w = np.asarray(read_data(path), dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != 1:
+        raise UsageError(f"{path} holds an array of shape {tuple(w.shape)}; --sample-weight needs one column.")
+    if w.shape[0] != rows:
+        raise UsageError(f"{path} has {w.shape[0]} weights for the {rows} rows of {data}; give one per row.")
+    return w[:, 0]
+
+
 def load_data(path: str | None) -> tuple[Any, str, np.ndarray | None]:
     """``(X, description, species)``: the file's rows, or the shipped iris data when ``path`` is None."""
     if path is None:

@@ -175,8 +175,8 @@ class GaussianMixture(Parameters):
         the one whose rows are worst explained), as restarts of one batch raced down to one, and keeps the move
         if it raises the bound by more than ``tol``; ``split_merge_rounds_`` lists the rounds. ``'auto'``,
         the recommendation, anneals ``ceil(n_init / 3)`` restarts and then moves: it costs about what
-        ``n_init`` plain restarts cost and found better optima on every data set measured (bench/NOTES.md
-        §13).
+        ``n_init`` plain restarts cost where EM needs tens of iterations, and its median bound was never below
+        plain restarts' on the data sets measured (bench/NOTES.md §13).
     race_survivors : int, default=None
         Restarts that finish a race; None: an eighth of ``n_init``, rounded up.
     race_first_cut : int, default=2

@@ -142,6 +142,11 @@ class ScannedData:
             raise ValueError("sample_weight is zero for every row: at least one row must have a positive weight.")
         return dataclasses.replace(self, weights=weights, total_weight=float(total))
 
+    @property
+    def mean_weight(self) -> float:
+        """The weight of a mean row (1 without weights): what "half a row's worth" of mass is measured in."""
+        return self.total_weight / self.n_samples
+
     def weights_of(self, start: int, n: int) -> Tensor | None:
         """The weights of the ``n`` rows from global index ``start`` on (a chunk's), or None without weights."""
         if self.weights is None:

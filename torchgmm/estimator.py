@@ -543,10 +543,7 @@ class GaussianMixture(Parameters):
             n_iter_=self.n_iter_ if fitted else None,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
-        if sample_weight is not None:  # (as in _fit)
-            with distributed.together():
-                weights = check_sample_weight(sample_weight, data.local_samples)
-            data = data.with_weights(weights)
+        data = _weighted(data, sample_weight)
         config = self._config(covariance)
         if fitted:
             model = online_update(data, config, FittedMixture.from_attributes(self, self.covariance_type), stacklevel=2)
@@ -662,10 +659,7 @@ class GaussianMixture(Parameters):
             batch_size=self.batch_size,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
-        if sample_weight is not None:
-            with distributed.together():
-                weights = check_sample_weight(sample_weight, data.local_samples)
-            data = data.with_weights(weights)
+        data = _weighted(data, sample_weight)
         if data.n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
@@ -805,6 +799,15 @@ class GaussianMixture(Parameters):
         model = FittedMixture.from_attributes(self, self.covariance_type)
         X, y = model.sample(int(n_samples), device, dtype, make_generator(self.random_state, device))
         return output_like(X, self.means_), output_like(y, self.means_)
+
+
+def _weighted(data: ScannedData, sample_weight: Any) -> ScannedData:
+    """``data`` with the checked ``sample_weight`` beside its rows (as they are without), on every rank at once."""
+    if sample_weight is None:
+        return data
+    with distributed.together():
+        weights = check_sample_weight(sample_weight, data.local_samples)
+    return data.with_weights(weights)
 
 
 def _labels(log_prob_norm: Tensor, log_resp: Tensor) -> Tensor:

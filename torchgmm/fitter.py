@@ -225,11 +225,7 @@ def fit_mixture(
         If every restart failed, or the checkpoint belongs to another fit or is damaged.
     """
     covariance, device, dtype = config.covariance, data.device, data.dtype
-    if "weights" in config.fixed_names and "weights_init" not in inits:  # held weights default to uniform
-        inits = {
-            **inits,
-            "weights_init": torch.full((config.n_components,), 1.0 / config.n_components, dtype=torch.float64),
-        }
+    inits = _held_inits(config, inits)
     generator = seeded(generator)
     # the checkpoint describes the fit by rank 0's random_state, the seed every rank used
     seed = distributed.broadcast(describe_seed(config.random_state))
@@ -447,6 +443,14 @@ def _moved(
     )
 
 
+def _held_inits(config: FitConfig, inits: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """``inits`` with uniform weights added when the weights are held without ``weights_init``."""
+    inits = dict(inits or {})
+    if "weights" in config.fixed_names and "weights_init" not in inits:
+        inits["weights_init"] = torch.full((config.n_components,), 1.0 / config.n_components, dtype=torch.float64)
+    return inits
+
+
 def _held(model: FittedMixture, config: FitConfig, inits: dict[str, Tensor]) -> FittedMixture:
     """``model`` with its held parameters set to the given initial values exactly (not recomputed from the
     centred engine values, which round)."""
@@ -506,9 +510,7 @@ def online_update(
         If the initialisation or the update fails (every restart of it: there is one).
     """
     covariance, device, dtype, shift = config.covariance, data.device, data.dtype, data.shift
-    inits = dict(inits or {})
-    if "weights" in config.fixed_names and "weights_init" not in inits:  # held weights default to uniform
-        inits["weights_init"] = torch.full((config.n_components,), 1.0 / config.n_components, dtype=torch.float64)
+    inits = _held_inits(config, inits)
     if previous is not None:
         params, _ = previous.parameters(device, dtype, shift)
         step, history, earlier = previous.n_iter, list(previous.lower_bounds), list(previous.repairs)

@@ -315,7 +315,7 @@ def initialize(
     else:
         stats = statistics_from_resp(data, resp_fn, centre, covariance, rows)
     restarts = torch.arange(centre.shape[0], device=centre.device)
-    empty_mass = EMPTY_MASS * data.total_weight / data.n_samples  # half a row of mean weight
+    empty_mass = EMPTY_MASS * data.mean_weight  # half a row of mean weight
     step = maximise(
         stats,
         centre,

@@ -365,7 +365,7 @@ def _iterate(data: ScannedData, state: EMState, config: EMConfig, iteration: int
     # Repairs write into a copy of the state's, committed with the rest at the end of the iteration.
     repairs = state.repairs.copy()
     # empty: less than half a row's worth of mass (a row of mean weight, with weights)
-    empty_mass = EMPTY_MASS * data.total_weight / data.n_samples
+    empty_mass = EMPTY_MASS * data.mean_weight
     step = maximise(
         stats,
         current.means,

@@ -141,3 +141,19 @@ def initial(method, data, n_components, n_restarts, covariance, reg_covar, gener
 
     state = RepairState.start(n_restarts, n_components, covariance, reg_covar, data.device)
     return initialize(method, data, n_components, n_restarts, covariance, generator, state, rows)
+
+
+def interrupt_iteration(monkeypatch, at: int = 1) -> None:
+    """Make the EM loop's ``at``-th iteration (counted from now, over every fit) raise ``KeyboardInterrupt``, as
+    Ctrl-C would; the iterations before it run as usual. ``monkeypatch`` undoes it at the test's end."""
+    from torchgmm import trainer
+
+    iterate, calls = trainer._iterate, [0]
+
+    def interrupted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            raise KeyboardInterrupt
+        return iterate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_iterate", interrupted)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import make_blobs
+from conftest import interrupt_iteration, make_blobs
 from scipy.special import logsumexp, softmax
 from scipy.stats import multivariate_normal
 
@@ -127,34 +127,16 @@ def test_an_annealed_fit_follows_the_schedule_computed_in_numpy(beta_start, step
     history, final_means, converged = _numpy_anneal(
         X, weights, means, variances, beta_start, steps, level_iter, tol, 200, reg
     )
+    start = dict(weights_init=weights, means_init=means, precisions_init=1 / variances)
+    common = dict(covariance_type="diag", tol=tol, reg_covar=reg, max_iter=200, **start)
     gm = GaussianMixture(
-        4,
-        covariance_type="diag",
-        tol=tol,
-        reg_covar=reg,
-        max_iter=200,
-        weights_init=weights,
-        means_init=means,
-        precisions_init=1 / variances,
-        strategy="anneal",
-        anneal_beta_start=beta_start,
-        anneal_steps=steps,
-        anneal_iter=level_iter,
+        4, strategy="anneal", anneal_beta_start=beta_start, anneal_steps=steps, anneal_iter=level_iter, **common
     ).fit(X)
     np.testing.assert_allclose(gm.lower_bounds_, history, rtol=1e-9)
     np.testing.assert_allclose(gm.means_, final_means, rtol=1e-7, atol=1e-8)
     assert gm.converged_ == converged and gm.n_iter_ == len(history)
     if beta_start < 1:  # the levels below 1 took iterations that plain EM does not
-        plain = GaussianMixture(
-            4,
-            covariance_type="diag",
-            tol=tol,
-            reg_covar=reg,
-            max_iter=200,
-            weights_init=weights,
-            means_init=means,
-            precisions_init=1 / variances,
-        ).fit(X)
+        plain = GaussianMixture(4, **common).fit(X)
         assert plain.lower_bounds_[0] == pytest.approx(history[0], rel=1e-12)  # the same first E-step
         assert len(history) > 2 * steps
 
@@ -193,9 +175,7 @@ def test_restarts_with_different_schedules_in_one_batch_run_as_they_would_alone(
     assert len({len(h) for h in batch.init_lower_bounds_history_}) > 1
 
 
-def test_an_interrupted_annealed_fit_resumes_where_it_stopped(tmp_path):
-    from torchgmm import trainer
-
+def test_an_interrupted_annealed_fit_resumes_where_it_stopped(tmp_path, monkeypatch):
     X, _ = make_blobs(100, 2, 3, 2.0, seed=6)
     params = dict(
         n_components=3,
@@ -209,29 +189,16 @@ def test_an_interrupted_annealed_fit_resumes_where_it_stopped(tmp_path):
     )
     whole = GaussianMixture(**params).fit(X)
     path = tmp_path / "anneal.ckpt"
-    calls = {"n": 0}
-    iterate = trainer._iterate
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # inside the schedule
-            raise KeyboardInterrupt
-        return iterate(*args, **kwargs)
-
-    trainer._iterate = interrupted
-    try:
+    with monkeypatch.context() as patch:
+        interrupt_iteration(patch, at=5)  # inside the schedule
         with pytest.raises(KeyboardInterrupt):
             GaussianMixture(checkpoint_path=path, checkpoint_interval=1, **params).fit(X)
-    finally:
-        trainer._iterate = iterate
     resumed = GaussianMixture(checkpoint_path=path, checkpoint_interval=1, **params).fit(X)
     assert resumed.init_lower_bounds_history_ == whole.init_lower_bounds_history_
     np.testing.assert_array_equal(resumed.means_, whole.means_)
 
 
-def test_a_checkpoint_of_another_schedule_is_refused(tmp_path):
-    from torchgmm import trainer
-
+def test_a_checkpoint_of_another_schedule_is_refused(tmp_path, monkeypatch):
     X, _ = make_blobs(60, 2, 3, 2.0, seed=4)
     path = tmp_path / "fit.ckpt"
     params = dict(
@@ -243,17 +210,10 @@ def test_a_checkpoint_of_another_schedule_is_refused(tmp_path):
         checkpoint_interval=1,
         strategy="anneal",
     )
-    iterate = trainer._iterate
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    trainer._iterate = interrupted
-    try:
+    with monkeypatch.context() as patch:
+        interrupt_iteration(patch)
         with pytest.raises(KeyboardInterrupt):
             GaussianMixture(anneal_beta_start=0.2, **params).fit(X)
-    finally:
-        trainer._iterate = iterate
     with pytest.raises(ValueError, match="checkpoint of another fit: anneal is"):
         GaussianMixture(anneal_beta_start=0.5, **params).fit(X)
 

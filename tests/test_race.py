@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_blobs
+from conftest import interrupt_iteration, make_blobs
 
 from torchgmm import ConvergenceWarning, GaussianMixture
 
@@ -82,56 +82,30 @@ def test_stopped_restarts_survive_a_model_file(tmp_path):
     np.testing.assert_array_equal(GaussianMixture.load(tmp_path / "m.pt").init_stopped_early_, gm.init_stopped_early_)
 
 
-def test_a_race_checkpoint_is_not_resumed_by_a_plain_fit(tmp_path):
+def test_a_race_checkpoint_is_not_resumed_by_a_plain_fit(tmp_path, monkeypatch):
     X, _ = make_blobs(60, 3, 3, 3.0, seed=4)
     path = tmp_path / "fit.ckpt"
     params = dict(n_components=3, n_init=4, random_state=0, max_iter=3, checkpoint_path=path, checkpoint_interval=1)
     # write a checkpoint of a race by interrupting its second iteration
-    from torchgmm import trainer
-
-    calls = {"n": 0}
-    iterate = trainer._iterate
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return iterate(*args, **kwargs)
-
-    trainer._iterate = interrupted
-    try:
-        with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        interrupt_iteration(patch, at=2)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(KeyboardInterrupt):
             GaussianMixture(strategy="race", **params).fit(X)
-    finally:
-        trainer._iterate = iterate
     assert path.is_file()
     with pytest.raises(ValueError, match="checkpoint of another fit: strategy is 'race' there and 'restarts' here"):
         GaussianMixture(**params).fit(X)
 
 
-def test_an_interrupted_race_resumes_where_it_stopped(tmp_path):
-    from torchgmm import trainer
-
+def test_an_interrupted_race_resumes_where_it_stopped(tmp_path, monkeypatch):
     X, _ = make_blobs(60, 3, 4, 3.0, seed=6)
     params = dict(n_init=12, random_state=1, strategy="race", race_survivors=2, init_params="random_from_data")
     whole = _fit(X, **params)
     path = tmp_path / "race.ckpt"
-    calls = {"n": 0}
-    iterate = trainer._iterate
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:  # after the cuts at 2 and 4
-            raise KeyboardInterrupt
-        return iterate(*args, **kwargs)
-
-    trainer._iterate = interrupted
-    try:
+    with monkeypatch.context() as patch:
+        interrupt_iteration(patch, at=6)  # after the cuts at 2 and 4
         with pytest.raises(KeyboardInterrupt):
             _fit(X, checkpoint_path=path, checkpoint_interval=1, **params)
-    finally:
-        trainer._iterate = iterate
     resumed = _fit(X, checkpoint_path=path, checkpoint_interval=1, **params)
     np.testing.assert_array_equal(resumed.init_stopped_early_, whole.init_stopped_early_)
     assert [len(h) for h in resumed.init_lower_bounds_history_] == [len(h) for h in whole.init_lower_bounds_history_]

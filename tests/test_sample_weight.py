@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import interrupt_iteration
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
@@ -139,23 +140,14 @@ def test_rows_of_weight_zero_never_seed_a_component(init_params):
     assert np.abs(unweighted.means_).max() > 400  # without weights the outliers get a component
 
 
-def test_a_checkpoint_of_other_weights_is_refused(tmp_path):
-    from torchgmm import trainer
-
+def test_a_checkpoint_of_other_weights_is_refused(tmp_path, monkeypatch):
     X, w = _data(5)
     path = tmp_path / "w.ckpt"
     params = dict(n_components=3, random_state=0, checkpoint_path=path, checkpoint_interval=1)
-    iterate = trainer._iterate
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    trainer._iterate = interrupted
-    try:
+    with monkeypatch.context() as patch:
+        interrupt_iteration(patch)
         with pytest.raises(KeyboardInterrupt):
             GaussianMixture(**params).fit(X, sample_weight=w)
-    finally:
-        trainer._iterate = iterate
     assert path.is_file()
     with pytest.raises(ValueError, match="checkpoint of another fit: sample_weight"):
         GaussianMixture(**params).fit(X, sample_weight=w[::-1])

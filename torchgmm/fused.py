@@ -349,9 +349,11 @@ class FusedKernel(Kernel):
             constant = torch.zeros(R, K, dtype=means.dtype, device=means.device)
         return PreparedFused(factors, constant, means.contiguous())
 
-    def accumulate(self, X, prepared: PreparedFused, into):
+    def accumulate(self, X, prepared: PreparedFused, into, weights=None):
         if X.dtype != torch.float32:
             raise TypeError(f"the fused Triton E-step computes in float32, not {X.dtype}")
+        if weights is not None:  # passes.choose_kernel takes the torch kernels for weighted passes
+            raise TypeError("the fused Triton E-step has no row weights")
         X = X.contiguous()
         n, D = X.shape
         R, K, _ = prepared.means.shape

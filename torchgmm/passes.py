@@ -179,10 +179,7 @@ def e_step(
     partial = Statistics(*(t.clone() for t in zeros))
     total, pending = zeros.to(ACCUMULATE_DTYPE), 0
     for start, x in data.chunks(rows):
-        if weighted:
-            kernel.accumulate(x.to(work), prepared, partial, data.weights_of(start, x.shape[0]))
-        else:
-            kernel.accumulate(x.to(work), prepared, partial)
+        kernel.accumulate(x.to(work), prepared, partial, data.weights_of(start, x.shape[0]))
         pending += x.shape[0]
         if pending >= FLUSH_ROWS:
             total = total + partial.to(ACCUMULATE_DTYPE)
@@ -238,12 +235,9 @@ def responsibility_overlaps(
         log_prob_norm, log_resp = estimate_log_prob_resp(x.to(ACCUMULATE_DTYPE), params64, covariance)
         resp = log_resp.exp_()  # [R, n, K]
         w = data.weights_of(start, x.shape[0])
-        if w is not None:  # sum_n w_n r_nk r_nl and sum_n w_n r_nk log p(x_n)
-            overlap += resp.mT @ (resp * w.view(1, -1, 1))
-            fit += (resp * (w * log_prob_norm).unsqueeze(-1)).sum(1)
-            continue
-        overlap += resp.mT @ resp
-        fit += (resp * log_prob_norm.unsqueeze(-1)).sum(1)
+        weighted_resp = resp if w is None else resp * w.view(1, -1, 1)  # (row weights count as copies)
+        overlap += resp.mT @ weighted_resp
+        fit += (weighted_resp * log_prob_norm.unsqueeze(-1)).sum(1)
     distributed.all_reduce_(overlap, fit)
     return overlap, fit
 

@@ -169,10 +169,10 @@ class Anneal:
 
     Restart ``r`` starts at ``beta = beta_start[r]`` and climbs ``steps`` levels, geometrically spaced, to
     ``beta = 1`` (plain EM, run to convergence as usual): level ``l`` has ``beta_start[r] ** (1 - l / steps)``.
-    A restart moves up a level when its bound changes by less than the EM tolerance within the level, or after
-    ``level_iter`` iterations at it. A small ``beta`` flattens the posterior, so the components first settle where
-    the data's coarse structure is and only then compete for the details, which keeps EM out of many poor local
-    optima that it would otherwise fall into in its first iterations.
+    A restart moves up a level when its bound changes by less than :data:`LEVEL_TOL` times the EM tolerance
+    within the level, or after ``level_iter`` iterations at it. A small ``beta`` flattens the posterior, so the
+    components first settle where the data's coarse structure is and only then compete for the details, which
+    keeps EM out of many poor local optima that it would otherwise fall into in its first iterations.
 
     The lower bound reported throughout is the untempered mean log-likelihood: it need not rise while
     ``beta < 1``. A restart converges only at ``beta = 1``, and not on the iteration right after a level change

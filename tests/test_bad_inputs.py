@@ -177,6 +177,12 @@ def _fit(**params: Any) -> GaussianMixture:
     return GaussianMixture(**{"n_components": 2, "max_iter": 5, **params}).fit(X)
 
 
+def _pairs(weights: Any = None, rows: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``X`` as ``(rows, weights)`` batches of ``rows`` rows (weights of one by default)."""
+    weights = np.ones(len(X)) if weights is None else weights
+    return [(X[i : i + rows], weights[i : i + rows]) for i in range(0, len(X), rows)]
+
+
 def _each(*calls: Callable[[], Any]) -> None:
     """Run every call; each must raise. Raises the first error, with all of them as ``variants``."""
     errors = []
@@ -493,8 +499,10 @@ def _out_of_memory_distributed() -> None:
         torchgmm.passes.retry_with_fewer_rows(no_memory, 4096, "the E-step", torch.device("cuda", 0))
 
 
-def _select(**params: Any) -> Any:
-    return GaussianMixtureSelection(**{"n_components": [1, 2], "max_iter": 5, **params}).fit(X)
+def _select(sample_weight: Any = None, **params: Any) -> Any:
+    return GaussianMixtureSelection(**{"n_components": [1, 2], "max_iter": 5, **params}).fit(
+        X, sample_weight=sample_weight
+    )
 
 
 def _with_kernel_env(value: str, run: Callable[[], Any], triton_missing: bool = False) -> Any:
@@ -592,19 +600,31 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: GaussianMixture(2).fit(X, sample_weight=np.ones((len(X), 1))),
         lambda: GaussianMixture(2).partial_fit(X, sample_weight=np.ones(3)),
         lambda: _fitted().score(X, sample_weight=np.ones(len(X) + 1)),
+        lambda: _select(sample_weight=np.ones(len(X) - 1)),
+        lambda: _select(sample_weight=np.ones(len(X) - 1), criterion="held-out"),
     ),
     "sample-weight-value": lambda: _each(
         lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[-1.0, np.ones(len(X) - 1)]),
         lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[np.ones(len(X) - 1), np.nan]),
         lambda: GaussianMixture(2).fit(X, sample_weight=np.r_[np.inf, np.ones(len(X) - 1)]),
         lambda: _fitted().bic(X, sample_weight=np.r_[-0.5, np.ones(len(X) - 1)]),
+        lambda: _select(sample_weight=np.r_[np.nan, np.ones(len(X) - 1)]),
     ),
     "sample-weight-all-zero": lambda: _each(
         lambda: GaussianMixture(2).fit(X, sample_weight=np.zeros(len(X))),
         lambda: _fitted().score(X, sample_weight=np.zeros(len(X))),
+        lambda: _select(sample_weight=np.zeros(len(X))),
+    ),
+    "sample-weight-string": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight="heavy"),
+        lambda: GaussianMixture(2).partial_fit(_pairs(), sample_weight="chunk"),
+        lambda: _fitted().score(X, sample_weight="Chunks"),
+        lambda: _select(sample_weight="heavy", criterion="held-out"),
     ),
     "sample-weight-type": lambda: _each(
-        lambda: GaussianMixture(2).fit(X, sample_weight="heavy"), lambda: GaussianMixture(2).fit(X, sample_weight=[{}])
+        lambda: GaussianMixture(2).fit(X, sample_weight=object()),
+        lambda: GaussianMixture(2).fit(X, sample_weight=[{}]),
+        lambda: _select(sample_weight=[{}] * len(X)),
     ),
     "fixed-params-letter": lambda: _parameter("fixed_params", "wx", means_init=X[:2]),
     "fixed-params-name": lambda: _each(
@@ -809,6 +829,40 @@ CASES: dict[str, Callable[[], Any]] = {
         lambda: GaussianMixture(2).fit(_Shrinking([X[:5], X[5:15], X[15:]])),
         lambda: _fitted().predict(_Shrinking([X[:5], X[5:15], X[15:]])),
     ),
+    "chunk-weights-source": lambda: _each(
+        lambda: GaussianMixture(2).fit(X, sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit(torch.as_tensor(X), sample_weight="chunks"),
+        lambda: _fitted().score(X, sample_weight="chunks"),
+    ),
+    "chunk-weights-missing": lambda: _each(
+        lambda: GaussianMixture(2).fit([(X[:10], np.ones(10)), X[10:]], sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit([X[:10], (X[10:], np.ones(len(X) - 10))], sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit(
+            DataLoader(TensorDataset(torch.as_tensor(X)), batch_size=8), sample_weight="chunks"
+        ),
+        lambda: _fitted().bic([X[:10], X[10:]], sample_weight="chunks"),
+    ),
+    "chunk-weights-shape": lambda: _each(
+        lambda: GaussianMixture(2).fit([(X[:10], np.ones(9)), (X[10:], np.ones(len(X) - 10))], sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit(_pairs(np.ones((len(X), 2))), sample_weight="chunks"),
+        lambda: GaussianMixture(2).partial_fit([(X[:10], 1.0)], sample_weight="chunks"),
+    ),
+    "chunk-weights-value": lambda: _each(
+        lambda: GaussianMixture(2).fit(_pairs(np.r_[np.ones(12), -1.0, np.ones(len(X) - 13)]), sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit(_pairs(np.r_[np.nan, np.ones(len(X) - 1)]), sample_weight="chunks"),
+        lambda: _fitted().aic(_pairs(np.r_[np.ones(len(X) - 1), np.inf]), sample_weight="chunks"),
+    ),
+    "chunk-weights-type": lambda: _each(
+        lambda: GaussianMixture(2).fit([(X[:10], ["a"] * 10)], sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit([(X[:10], {"w": 1})], sample_weight="chunks"),
+    ),
+    "chunk-weights-all-zero": lambda: _each(
+        lambda: GaussianMixture(2).fit(_pairs(np.zeros(len(X))), sample_weight="chunks"),
+        lambda: GaussianMixture(2).fit(
+            DataLoader(TensorDataset(torch.as_tensor(X), torch.zeros(len(X))), batch_size=8), sample_weight="chunks"
+        ),
+        lambda: _fitted().score(_pairs(np.zeros(len(X))), sample_weight="chunks"),
+    ),
     "chunk-features-mismatch": lambda: _each(
         *(
             lambda method=method: getattr(_fitted(), method)([X3[:10], X3[10:]])
@@ -842,6 +896,9 @@ CASES: dict[str, Callable[[], Any]] = {
     "selection-validation-fraction": lambda: _each(
         lambda: _select(criterion="held-out", validation_fraction=0.0),
         lambda: _select(criterion="held-out", validation_fraction=1.0),
+    ),
+    "selection-held-out-chunk-weights": lambda: GaussianMixtureSelection([1, 2], criterion="held-out").fit(
+        _pairs(), sample_weight="chunks"
     ),
     "selection-held-out-too-few-rows": lambda: _select(criterion="held-out", validation_fraction=0.001),
     "module-param-not-tensor": lambda: _each(

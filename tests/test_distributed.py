@@ -62,6 +62,14 @@ MATCH_PARAMS = dict(n_components=3, n_init=2, random_state=0, tol=1e-6, batch_si
 AUTO_PARAMS = dict(n_components=5, n_init=4, random_state=0, tol=1e-6, batch_size=64, strategy="auto")
 # row weights: the weighted seeding sample, Lloyd and EM, and their total, over ranks
 WEIGHTS = np.random.default_rng(7).integers(0, 4, len(BLOBS)).astype(np.float64)
+# the same weights carried by (rows, weights) batches, from given means: equal to the repeated rows
+WEIGHTED_CHUNK_PARAMS = dict(
+    MATCH_PARAMS,
+    n_init=1,
+    weights_init=np.full(3, 1 / 3),
+    means_init=BLOBS[np.argsort(BLOBS[:, 0])[[10, 150, 290]]],
+    precisions_init=np.stack([np.eye(3)] * 3),
+)
 # held means and weights: the constrained M-step on statistics summed over ranks
 FIXED_PARAMS = dict(MATCH_PARAMS, means_init=BLOBS[[0, 1, 2]], fixed_params="wm")
 SEED_INITS = ["random", "kmeans", "random_from_data", "k-means++"]
@@ -183,6 +191,17 @@ def scenarios(folder: Path) -> list:
     out.append(("match-fixed", *_fit(BLOBS_SHARDS, _both(FIXED_PARAMS))))
     shards = zip(BLOBS_SHARDS, (WEIGHTS[:170], WEIGHTS[170:]), strict=True)
     out.append(("match-weighted", "fit", [dict(X=x, params=MATCH_PARAMS, sample_weight=w) for x, w in shards]))
+    pairs = [
+        [(x[i : i + 40], w[i : i + 40]) for i in range(0, len(x), 40)]
+        for x, w in zip(BLOBS_SHARDS, (WEIGHTS[:170], WEIGHTS[170:]), strict=True)
+    ]
+    out.append(
+        (
+            "match-weighted-chunks",
+            "fit",
+            [dict(X=p, params=WEIGHTED_CHUNK_PARAMS, sample_weight="chunks") for p in pairs],
+        )
+    )
 
     for init in SEED_INITS:
         params = [dict(SEED_PARAMS, init_params=init, random_state=seed) for seed in (0, 5)]
@@ -313,6 +332,17 @@ def test_two_ranks_weigh_rows_as_one_process(ranks):
         whole = GaussianMixture(**MATCH_PARAMS).fit(BLOBS, sample_weight=WEIGHTS)
     assert_same_ranks(results)
     assert_matches(results[0], whole)
+
+
+def test_two_ranks_weigh_chunks_as_one_process_on_repeated_rows(ranks):
+    results = ranks.results("match-weighted-chunks")
+    repeated = fit_one_process(np.repeat(BLOBS, WEIGHTS.astype(int), axis=0), **WEIGHTED_CHUNK_PARAMS)
+    assert_same_ranks(results)
+    assert_matches(results[0], repeated)
+    labels = np.concatenate([r["labels"] for r in results])
+    np.testing.assert_array_equal(
+        np.repeat(labels, WEIGHTS.astype(int)), repeated.predict(np.repeat(BLOBS, WEIGHTS.astype(int), 0))
+    )
 
 
 def test_two_ranks_hold_parameters_as_one_process(ranks):

@@ -208,3 +208,84 @@ def test_weighted_lloyd_and_initial_statistics_are_those_of_repeated_rows():
     expected = statistics_from_resp(copies, labels(copies.shift), a - copies.shift, covariance, rows=19)
     for name, x, y in zip(got._fields[1:], got[1:], expected[1:], strict=True):
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-9, msg=name)
+
+
+# ------------------------------------------------------------------------------------ weights carried by chunks
+
+
+def _separated(seed: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Three clusters apart enough for EM to converge in a few iterations, whatever the order of its sums."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(c, 1.0, (60, 2)) for c in (-8.0, 0.0, 8.0)])
+    order = rng.permutation(len(X))
+    return X[order], rng.integers(0, 4, len(X))
+
+
+def _weighted_source(kind: str, X: np.ndarray, w: np.ndarray, rows: int = 23):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    Xt, wt = torch.as_tensor(X), torch.as_tensor(w, dtype=torch.float64)
+    if kind == "pairs":  # NumPy pairs, the weights as a column in one chunk
+        return [(X[i : i + rows], w[i : i + rows, None] if i == 0 else w[i : i + rows]) for i in range(0, len(X), rows)]
+    if kind == "triples":  # (rows, labels, weights): the weights are the last element
+        return [
+            (Xt[i : i + rows], torch.zeros(len(Xt[i : i + rows])), wt[i : i + rows]) for i in range(0, len(X), rows)
+        ]
+    if kind == "dataset":
+        return TensorDataset(Xt, wt)
+    return DataLoader(TensorDataset(Xt, wt), batch_size=rows)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "triples", "dataset", "loader"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_weights_carried_by_chunks_are_repeated_rows(kind, covariance_type):
+    X, w = _separated()
+    params = _start(covariance_type, X, batch_size=23)
+    params["means_init"] = np.array([[-8.0, -8.0], [0.5, 0.5], [7.0, 8.0]])
+    source = _weighted_source(kind, X, w)
+    weighted = GaussianMixture(**params).fit(source, sample_weight="chunks")
+    copies = GaussianMixture(**params).fit(np.repeat(X, w, axis=0))
+    assert weighted.n_iter_ == copies.n_iter_
+    np.testing.assert_allclose(weighted.lower_bounds_, copies.lower_bounds_, rtol=1e-10)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(weighted, name)), getattr(copies, name), rtol=1e-10, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_array_equal(
+        np.repeat(np.asarray(weighted.predict(source)), w), copies.predict(np.repeat(X, w, 0))
+    )
+    repeated = np.repeat(X, w, axis=0)
+    assert weighted.score(source, sample_weight="chunks") == pytest.approx(copies.score(repeated), rel=1e-12)
+    assert weighted.bic(source, sample_weight="chunks") == pytest.approx(copies.bic(repeated), rel=1e-12)
+    assert weighted.aic(source, sample_weight="chunks") == pytest.approx(copies.aic(repeated), rel=1e-12)
+
+
+def test_weights_carried_by_chunks_are_the_weights_beside_them():
+    """The same chunks weighted from their batches or from an array beside them: the same fit, bit for bit."""
+    X, w = _data(9)
+    w = w * np.random.default_rng(2).gamma(1.0, 1.0, len(X))  # real weights, a quarter of them zero
+    chunks = [X[i : i + 31] for i in range(0, len(X), 31)]
+    pairs = [(x, w[i : i + len(x)]) for x, i in zip(chunks, range(0, len(X), 31), strict=True)]
+    for params in (dict(random_state=0), dict(random_state=1, init_params="random_from_data", n_init=3)):
+        beside = GaussianMixture(3, **params).fit(chunks, sample_weight=w)
+        carried = GaussianMixture(3, **params).fit(pairs, sample_weight="chunks")
+        np.testing.assert_array_equal(carried.lower_bounds_, beside.lower_bounds_)
+        np.testing.assert_array_equal(carried.means_, beside.means_)
+        labels = GaussianMixture(3, **params).fit_predict(pairs, sample_weight="chunks")
+        np.testing.assert_array_equal(labels, beside.predict(X))
+    online, twin = GaussianMixture(3, random_state=0), GaussianMixture(3, random_state=0)
+    for i in range(0, len(X), 60):
+        online.partial_fit([(X[i : i + 60], w[i : i + 60])], sample_weight="chunks")
+        twin.partial_fit(X[i : i + 60], sample_weight=w[i : i + 60])
+    np.testing.assert_array_equal(online.means_, twin.means_)
+
+
+def test_labels_in_batches_are_ignored_without_chunk_weights():
+    """Without sample_weight='chunks' the last element of a batch is a label, never a weight."""
+    X, w = _data(10)
+    pairs = [(X[i : i + 40], w[i : i + 40]) for i in range(0, len(X), 40)]
+    plain = GaussianMixture(3, random_state=0).fit([x for x, _ in pairs])
+    np.testing.assert_array_equal(GaussianMixture(3, random_state=0).fit(pairs).means_, plain.means_)
+    weighted = GaussianMixture(3, random_state=0).fit(pairs, sample_weight="chunks")
+    assert not np.allclose(weighted.means_, plain.means_)

@@ -92,10 +92,10 @@ def test_a_failed_candidate_is_recorded_and_ranked_last(monkeypatch):
     X, _ = _mixture()
     fit = GaussianMixture.fit
 
-    def failing(self, X, y=None, callback=None):
+    def failing(self, X, y=None, sample_weight=None, callback=None):
         if self.n_components == 2 and self.covariance_type == "diag":
             raise ValueError("Fitting the mixture model failed: every restart has a degenerate component.")
-        return fit(self, X, y, callback=callback)
+        return fit(self, X, y, sample_weight=sample_weight, callback=callback)
 
     monkeypatch.setattr(GaussianMixture, "fit", failing)
     selection = GaussianMixtureSelection(**GRID).fit(X)
@@ -106,7 +106,7 @@ def test_a_failed_candidate_is_recorded_and_ranked_last(monkeypatch):
 
 
 def test_no_candidate_fitted_is_an_error(monkeypatch):
-    def failing(self, X, y=None, callback=None):
+    def failing(self, X, y=None, sample_weight=None, callback=None):
         raise ValueError("boom")
 
     monkeypatch.setattr(GaussianMixture, "fit", failing)
@@ -142,3 +142,64 @@ def test_scikit_learn_contract():
     assert pipeline.predict(X).shape == (len(X),)
     assert pipeline[-1].best_params_["n_components"] == 3
     assert "n_components=[2, 3]" in repr(selection)
+
+
+# ------------------------------------------------------------------------------------ weighted rows
+
+
+def _weights(n: int, seed: int = 5) -> np.ndarray:
+    """Counts of 0 to 3 (a quarter of the rows dropped): a weighted fit that differs from the plain one."""
+    return np.random.default_rng(seed).integers(0, 4, n).astype(np.float64)
+
+
+def test_weighted_selection_is_the_loop_of_weighted_fits():
+    X, _ = _mixture()
+    w = _weights(len(X))
+    selection = GaussianMixtureSelection(**GRID).fit(X, sample_weight=w)
+    for row in range(12):
+        k, covariance_type = int(selection.results_["n_components"][row]), selection.results_["covariance_type"][row]
+        reference = GaussianMixture(k, covariance_type=covariance_type, random_state=0).fit(X, sample_weight=w)
+        assert selection.results_["lower_bound"][row] == pytest.approx(reference.lower_bound_, rel=1e-12)
+        # the weighted BIC from its formula: the weights' sum is the number of rows
+        total = float(np.sum(w * reference.score_samples(X)))
+        bic = -2 * total + _n_parameters(covariance_type, k, X.shape[1]) * np.log(w.sum())
+        assert selection.results_["bic"][row] == pytest.approx(bic, rel=1e-10)
+    assert selection.bic(X, sample_weight=w) == pytest.approx(selection.best_score_, rel=1e-12)
+    assert selection.score(X, sample_weight=w) == selection.best_estimator_.score(X, sample_weight=w)
+    plain = GaussianMixtureSelection(**GRID).fit(X)
+    assert not np.allclose(plain.results_["bic"], selection.results_["bic"])
+
+
+def test_weighted_held_out_scores_the_weighted_rows_set_aside():
+    X, _ = _mixture(n=400)
+    w = _weights(len(X), seed=6)
+    grid = dict(GRID, criterion="held-out", validation_fraction=0.25)
+    selection = GaussianMixtureSelection(**grid).fit(torch.as_tensor(X), sample_weight=torch.as_tensor(w))
+    order = np.random.default_rng(0).permutation(len(X))
+    held, kept = order[:100], order[100:]
+    for row in (0, 5, 11):
+        k, covariance_type = int(selection.results_["n_components"][row]), selection.results_["covariance_type"][row]
+        reference = GaussianMixture(k, covariance_type=covariance_type, random_state=0)
+        reference.fit(X[kept], sample_weight=w[kept])
+        expected = reference.score(X[held], sample_weight=w[held])
+        assert selection.results_["criterion"][row] == pytest.approx(expected, rel=1e-10)
+    refit = GaussianMixture(random_state=0, **selection.best_params_).fit(X, sample_weight=w)
+    np.testing.assert_allclose(selection.best_estimator_.means_.numpy(), refit.means_, rtol=1e-10)
+
+
+def test_weights_carried_by_chunks_select_as_weights_beside_them():
+    X, _ = _mixture()
+    w = _weights(len(X), seed=7)
+    chunks = [X[i : i + 64] for i in range(0, len(X), 64)]
+    pairs = [(x, w[i : i + 64]) for x, i in zip(chunks, range(0, len(X), 64), strict=True)]
+    grid = dict(GRID, covariance_types="diag")
+    for grow in (False, True):
+        carried = GaussianMixtureSelection(**grid, grow=grow).fit(pairs, sample_weight="chunks")
+        beside = GaussianMixtureSelection(**grid, grow=grow).fit(chunks, sample_weight=w)
+        np.testing.assert_array_equal(carried.results_["bic"], beside.results_["bic"])
+        assert carried.best_params_ == beside.best_params_
+    # grown candidates fit the weighted rows: the loop of _fit_grown by hand, from the same weighted K=1 fit
+    smaller = GaussianMixture(1, covariance_type="diag", random_state=0).fit(X, sample_weight=w)
+    grown = GaussianMixture(2, covariance_type="diag", random_state=0)._fit_grown(X, smaller, sample_weight=w)
+    selection = GaussianMixtureSelection([1, 2], "diag", random_state=0, grow=True).fit(X, sample_weight=w)
+    assert selection.results_["lower_bound"][1] == pytest.approx(grown.lower_bound_, rel=1e-12)

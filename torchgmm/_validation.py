@@ -243,24 +243,31 @@ def check_sample_weight(sample_weight: Any, n_rows: int, positive: bool = False)
     Any 1-D array-like, tensor or array API array. ``positive``: at least one weight must be positive (the rows
     of a score; a fit checks that over all ranks, :meth:`torchgmm.data.ScannedData.with_weights`).
     """
-    if isinstance(sample_weight, Tensor):
-        w = sample_weight.detach().to("cpu", torch.float64)
-    else:
-        try:
-            w = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"sample_weight must be a 1-D array of numbers, got {type(sample_weight).__name__}."
-            ) from None
+    w = weight_tensor(sample_weight, "sample_weight")
     if w.dim() != 1 or w.shape[0] != n_rows:
         raise ValueError(f"sample_weight.shape == {tuple(w.shape)}, expected ({n_rows},): one weight per row of X.")
-    bad = ~torch.isfinite(w) | (w < 0)
-    if bool(bad.any()):
-        row = int(bad.nonzero()[0])
+    row = first_bad_weight(w)
+    if row is not None:
         raise ValueError(f"sample_weight must be finite and non-negative; row {row} has {float(w[row])!r}.")
     if positive and not bool((w > 0).any()):
         raise ValueError("sample_weight is zero for every row: at least one row must have a positive weight.")
     return w
+
+
+def weight_tensor(weights: Any, what: str) -> Tensor:
+    """Weights (a tensor or any array-like of numbers) as a float64 CPU tensor; TypeError naming ``what``."""
+    if isinstance(weights, Tensor):
+        return weights.detach().to("cpu", torch.float64)
+    try:
+        return torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a 1-D array of numbers, got {type(weights).__name__}.") from None
+
+
+def first_bad_weight(w: Tensor) -> int | None:
+    """The index of the first weight that is negative, NaN or infinite, or None."""
+    bad = ~torch.isfinite(w) | (w < 0)
+    return int(bad.nonzero()[0]) if bool(bad.any()) else None
 
 
 FIXED_PARAMS = ("weights", "means", "covariances")

@@ -17,7 +17,9 @@ chunk by chunk; a memmap by plain file reads, so the pages it reads do not
 stay in the process's resident memory); any array-like with ``__len__`` and
 slicing; a map-style ``torch.utils.data.Dataset`` (read through a
 ``DataLoader``); a ``DataLoader``; or any iterable of ``[n, D]`` chunks that
-starts over each time it is iterated (a list of arrays, say).
+starts over each time it is iterated (a list of arrays, say). Batches that are tuples ``(features, labels,
+...)`` give their features; with ``sample_weight='chunks'`` (:data:`CHUNK_WEIGHTS`) every batch must be a tuple
+``(features, ..., weights)`` whose last element holds one weight per row, which the first pass collects.
 
 Under ``torch.distributed`` each rank's source is its shard; the row indices a
 source reports are global (shards in rank order), so anything drawn per row
@@ -41,7 +43,15 @@ import torch
 from torch import Tensor
 
 from torchgmm import distributed
-from torchgmm._validation import check_2d, check_array, first_not_finite, foreign_namespace
+from torchgmm._validation import (
+    check_2d,
+    check_array,
+    check_sample_weight,
+    first_bad_weight,
+    first_not_finite,
+    foreign_namespace,
+    weight_tensor,
+)
 
 __all__ = [
     "DataSource",
@@ -52,7 +62,11 @@ __all__ = [
     "scanned",
     "uniform_hash",
     "is_chunked",
+    "CHUNK_WEIGHTS",
 ]
+
+# The value of ``sample_weight`` that takes each row's weight from the batches of a chunked source.
+CHUNK_WEIGHTS = "chunks"
 
 _SCAN_ROWS = 1 << 16
 
@@ -69,6 +83,8 @@ class DataSource:
     # Rows read from the storage per step (the estimator's batch_size); None: as many as a compute tile. A
     # pass splits what it reads into tiles of its own size, so this sets I/O granularity, not working memory.
     read_rows: int | None = None
+    # Whether every chunk carries its rows' weights (``sample_weight='chunks'``), read by :meth:`read_weighted`.
+    carries_weights = False
 
     @property
     def gives_tensors(self) -> bool:
@@ -78,6 +94,11 @@ class DataSource:
     def read(self, rows: int) -> Iterator[Tensor]:
         """Yield raw chunks ``[n, D]`` (any numeric dtype, any device) of at most about ``rows`` rows, in order."""
         raise NotImplementedError
+
+    def read_weighted(self, rows: int) -> Iterator[tuple[Tensor, Any]]:
+        """Yield ``(chunk, weights)``: the chunks of :meth:`read` and, when the source carries weights, each
+        chunk's raw weights as the batch gave them (checked by :func:`scan`); else None."""
+        return ((raw, None) for raw in self.read(rows))
 
     def peek(self) -> Tensor:
         """The first raw chunk (to learn the input's dtype and device); raises if there is none."""
@@ -124,6 +145,18 @@ class ScannedData:
     def __post_init__(self) -> None:
         if self.weights is None:
             object.__setattr__(self, "total_weight", float(self.n_samples))
+
+    def with_sample_weight(self, sample_weight: Any, collective: bool = True) -> ScannedData:
+        """The same data weighted by a user's ``sample_weight``: None (as it is), ``'chunks'`` (the weights
+        :func:`scan` collected from the batches) or one weight per row of this rank, checked here (on every
+        rank at once when ``collective``)."""
+        if isinstance(sample_weight, str) and sample_weight == CHUNK_WEIGHTS:
+            return self  # (scan read them: make_source was asked for them)
+        if sample_weight is None:
+            return self
+        with distributed.together(collective):
+            weights = check_sample_weight(sample_weight, self.local_samples)
+        return self.with_weights(weights, collective)
 
     def with_weights(self, weights: Tensor, collective: bool = True) -> ScannedData:
         """The same data with row weights (checked: ``local_samples`` finite non-negative values); their
@@ -280,11 +313,12 @@ def scan(
     ------
     ValueError
         Naming the chunk and row of the first NaN or infinity, a chunk of another width than the first, or an
-        empty source.
+        empty source; for a source that carries weights, a chunk without weights, or weights of another length
+        than the chunk's rows, negative, NaN or infinite (naming the chunk and row), or zero for every row.
     """
     device = device or torch.device("cpu")
     with distributed.together(collective):
-        count, total, n_features = _local_scan(source, device, check_finite)
+        count, total, n_features, weights = _local_scan(source, device, check_finite)
     if collective:
         distributed.check_same(n_features=n_features)
     counts = torch.tensor([count], dtype=torch.float64, device=device)
@@ -293,7 +327,7 @@ def scan(
         shard_counts = [int(c) for c in torch.cat(distributed.all_gather_tensors(counts)).tolist()]
         distributed.all_reduce_(total)
     n_samples = sum(shard_counts)
-    return ScannedData(
+    data = ScannedData(
         source=source,
         device=device,
         dtype=dtype,
@@ -303,10 +337,12 @@ def scan(
         offset=sum(shard_counts[: distributed.rank()]) if collective else 0,
         shift=total / n_samples,
     )
+    return data if weights is None else data.with_weights(weights, collective)
 
 
-def _local_scan(source: DataSource, device: torch.device, check_finite: bool) -> tuple[int, Tensor, int]:
-    """The checks and sums of :func:`scan` over this rank's rows: ``(rows, column sums in float64, features)``.
+def _local_scan(source: DataSource, device: torch.device, check_finite: bool) -> tuple[int, Tensor, int, Tensor | None]:
+    """The checks and sums of :func:`scan` over this rank's rows: ``(rows, column sums in float64, features,
+    the rows' weights)`` (weights: float64 on ``device`` when the source carries them, else None).
 
     No collectives, so that its errors can be exchanged before any.
     """
@@ -314,7 +350,8 @@ def _local_scan(source: DataSource, device: torch.device, check_finite: bool) ->
     count = 0
     n_features = None
     name = source.name
-    for index, raw in enumerate(source.read(_SCAN_ROWS)):
+    weights = []
+    for index, (raw, raw_weights) in enumerate(source.read_weighted(_SCAN_ROWS)):
         if raw.dim() != 2:
             raise ValueError(
                 f"Chunk {index} of {name} has shape {tuple(raw.shape)}; chunks must be 2-D (rows, features)."
@@ -334,12 +371,37 @@ def _local_scan(source: DataSource, device: torch.device, check_finite: bool) ->
                 else f"first at row {count + row}, column {col}"
             )
             raise ValueError(f"Input {name} contains {what} ({where}); remove or impute those values.")
+        if source.carries_weights:
+            weights.append(_chunk_weights(raw_weights, raw.shape[0], index, count, name).to(device))
         part = raw.to(device, torch.float64).sum(0)
         total = part if total is None else total + part
         count += raw.shape[0]
     if count == 0:  # (every rank must hold rows: the passes accumulate from their chunks)
         raise ValueError(f"{name} is empty: it gave no rows.")
-    return count, total, n_features
+    return count, total, n_features, torch.cat(weights) if source.carries_weights else None
+
+
+def _chunk_weights(raw: Any, rows: int, index: int, before: int, name: str) -> Tensor:
+    """The weights a batch carried for its ``rows`` rows (chunk ``index``, after ``before`` rows), checked."""
+    where = f"chunk {index} of {name}"
+    if raw is None:
+        before_it = ", though the chunks before it do" if index else ""
+        raise ValueError(
+            f"sample_weight='chunks', but {where} carries no weights{before_it}: every batch must be a tuple "
+            "(rows, ..., weights) whose last element holds one weight per row."
+        )
+    w = weight_tensor(raw, f"the weights of {where}")
+    if w.dim() == 2 and w.shape[1] == 1 or w.dim() == 0 and rows == 1:
+        w = w.reshape(-1)  # a column of weights, or one row's weight as a scalar
+    if w.dim() != 1 or w.shape[0] != rows:
+        raise ValueError(f"{where} has weights of shape {tuple(w.shape)} for its {rows} rows; give one per row.")
+    row = first_bad_weight(w)
+    if row is not None:
+        raise ValueError(
+            f"sample_weight must be finite and non-negative; {where}, row {row} of the chunk "
+            f"(row {before + row} of {name}), has {float(w[row])!r}."
+        )
+    return w
 
 
 def _smallest(keys: Tensor, rows: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -456,8 +518,9 @@ class IterableSource(DataSource):
 
     described_as_chunks = True
 
-    def __init__(self, X: Iterable) -> None:
+    def __init__(self, X: Iterable, carries_weights: bool = False) -> None:
         self.X = X
+        self.carries_weights = carries_weights
 
     @functools.cached_property
     def gives_tensors(self) -> bool:
@@ -466,19 +529,33 @@ class IterableSource(DataSource):
         return False
 
     def read(self, rows):
+        return (raw for raw, _ in self._batches(weighted=False))
+
+    def read_weighted(self, rows):
+        return self._batches(self.carries_weights)
+
+    def _batches(self, weighted: bool) -> Iterator[tuple[Tensor, Any]]:
         for index, chunk in enumerate(self.X):
-            chunk = _features(chunk)
             try:
-                yield _as_chunk(chunk)
+                raw = _as_chunk(_features(chunk))
             except ValueError as exc:
                 raise ValueError(f"Chunk {index} of {self.name}: {exc}") from None
+            yield raw, (_weights(chunk) if weighted else None)
+
+
+def _is_batch(chunk: Any) -> bool:
+    """A ``(features, labels, ...)`` tuple rather than a chunk of rows written as a list of rows."""
+    return isinstance(chunk, (tuple, list)) and bool(chunk) and not np.isscalar(chunk[0])
 
 
 def _features(chunk: Any) -> Any:
     """The features of a ``(features, labels, ...)`` batch; any other chunk as it is."""
-    if isinstance(chunk, (tuple, list)) and chunk and not np.isscalar(chunk[0]):
-        return chunk[0]
-    return chunk
+    return chunk[0] if _is_batch(chunk) else chunk
+
+
+def _weights(chunk: Any) -> Any:
+    """The last element of a ``(features, ..., weights)`` batch; None for a chunk that is not such a batch."""
+    return chunk[-1] if _is_batch(chunk) and len(chunk) >= 2 else None
 
 
 def _as_chunk(chunk: Any) -> Tensor:
@@ -514,26 +591,37 @@ def is_chunked(X: Any) -> bool:
         return False  # another array API library's array (CuPy, array-api-strict): in memory, read via DLPack
     if isinstance(X, (DataLoader, Dataset)):
         return True
-    if isinstance(X, (list, tuple)):
-        return bool(X) and isinstance(X[0], (Tensor, np.ndarray)) and np.ndim(X[0]) == 2
+    if isinstance(X, (list, tuple)):  # of 2-D chunks, or of (rows, ...) batches
+        first = _features(X[0]) if X else None
+        return isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 2
     if isinstance(X, (str, bytes, Mapping)) or type(X).__module__.startswith("scipy.sparse"):
         return False  # (sparse input and mappings are refused by the array checks, with advice)
     # array-likes read by row slices (h5py, zarr, data frames, ...), or iterables of chunks
     return (hasattr(X, "__len__") and hasattr(X, "__getitem__")) or hasattr(X, "__iter__")
 
 
-def make_source(X: Any, batch_size: int | None = None) -> DataSource:
+def make_source(X: Any, batch_size: int | None = None, chunk_weights: bool = False) -> DataSource:
     """The :class:`DataSource` for ``X`` (see the module docstring for what ``X`` may be); :func:`scan` it next.
 
     ``batch_size`` becomes the source's ``read_rows`` (and a ``Dataset``'s ``DataLoader`` batch).
+    ``chunk_weights``: each batch of ``X`` carries its rows' weights as its last element
+    (``sample_weight='chunks'``).
 
     Raises
     ------
     ValueError
-        If ``X`` is an iterator that can be read only once.
+        If ``X`` is an iterator that can be read only once, or ``chunk_weights`` is asked of an ``X`` that is
+        not read as batches (an array, a tensor or an array-like read by slices).
     """
     source = _source_for(X, batch_size)
     source.read_rows = batch_size
+    if chunk_weights:
+        if not isinstance(source, IterableSource):
+            raise ValueError(
+                f"sample_weight='chunks' takes the weights from X's batches, but X ({type(X).__name__}) is read "
+                "as rows, not (rows, weights) batches: pass sample_weight as an array with one weight per row."
+            )
+        source.carries_weights = True
     return source
 
 
@@ -563,15 +651,17 @@ def _source_for(X: Any, batch_size: int | None) -> DataSource:
 
 
 def input_source(
-    X: Any, batch_size: int | None = None, n_features: int | None = None
+    X: Any, batch_size: int | None = None, n_features: int | None = None, sample_weight: Any = None
 ) -> tuple[DataSource, Any, Tensor]:
     """The source for a user's ``X``, what outputs should look like, and its first rows (their dtype and device).
 
     An in-memory array is checked whole here (:func:`torchgmm._validation.check_array`); a chunked source is
-    checked chunk by chunk by :func:`scan`. ``n_features``, when given, is the width ``X`` must have.
+    checked chunk by chunk by :func:`scan`. ``n_features``, when given, is the width ``X`` must have; a
+    ``sample_weight`` of ``'chunks'`` asks for a source whose batches carry weights (:func:`make_source`).
     """
-    if is_chunked(X):
-        source = make_source(X, batch_size)
+    chunk_weights = check_weights_kind(sample_weight)
+    if is_chunked(X) or chunk_weights:
+        source = make_source(X, batch_size, chunk_weights)
         first = source.peek()
         if n_features is not None and first.shape[-1] != n_features:
             raise ValueError(
@@ -581,6 +671,18 @@ def input_source(
     first = check_array(X, n_features=n_features)
     # (views of the tensor: batch_size only sets how passes step through it)
     return make_source(first, batch_size), X, first
+
+
+def check_weights_kind(sample_weight: Any) -> bool:
+    """Whether ``sample_weight`` is ``'chunks'`` (weights carried by the batches); refuse any other string."""
+    if isinstance(sample_weight, str):
+        if sample_weight != CHUNK_WEIGHTS:
+            raise ValueError(
+                f"sample_weight must be an array with one weight per row, or {CHUNK_WEIGHTS!r} for weights carried "
+                f"by the batches of a chunked X; got {sample_weight!r}."
+            )
+        return True
+    return False
 
 
 def scanned(X: Tensor, dtype: torch.dtype | None = None) -> ScannedData:

@@ -29,7 +29,6 @@ from torchgmm._validation import (
     check_beta_start,
     check_fixed_params,
     check_initial_parameters,
-    check_sample_weight,
     check_scalar,
     make_generator,
     output_like,
@@ -48,6 +47,9 @@ from torchgmm.online import check_step_sizes
 from torchgmm.passes import is_out_of_memory, map_chunks, out_of_memory_error
 
 __all__ = ["GaussianMixture", "STRATEGIES"]
+
+# The per-iteration callback of a fit: callback(iteration, n_running, best_lower_bound).
+Progress = Callable[[int, int, float], None] | None
 
 # How the restarts spend their iterations (see the class docstring).
 STRATEGIES = ("restarts", "race", "anneal", "split-merge", "auto")
@@ -436,10 +438,12 @@ class GaussianMixture(Parameters):
         ----------
         X : array-like or Tensor of shape (n_samples, n_features)
         y : ignored
-        sample_weight : array-like of shape (n_samples,), optional
+        sample_weight : array-like of shape (n_samples,), or 'chunks', optional
             Non-negative weight of each row (this process's rows under ``torch.distributed``): a row of
             weight ``w`` counts as ``w`` copies of it, in the initialisation and in EM, and the bounds are
-            per unit of weight. None: every row weighs 1.
+            per unit of weight. ``'chunks'``: ``X`` is chunked (an iterable, ``Dataset`` or ``DataLoader``)
+            and each of its batches is a tuple ``(rows, ..., weights)`` whose last element holds its rows'
+            weights. None: every row weighs 1.
         callback : callable, optional
             Called after every EM iteration as ``callback(iteration, n_running,
             best_lower_bound)`` (restarts still running, best lower bound so
@@ -473,12 +477,12 @@ class GaussianMixture(Parameters):
 
     @_entry_point
     def _fit_grown(
-        self, X: Any, smaller: GaussianMixture, callback: Callable[[int, int, float], None] | None = None
+        self, X: Any, smaller: GaussianMixture, callback: Progress = None, sample_weight: Any = None
     ) -> GaussianMixture:
         """Fit starting from ``smaller`` (fitted, one component fewer, the same covariance type), each restart
         with one of its worst-explained components split in two (``GaussianMixtureSelection(grow=True)``)."""
         check_growth(smaller.n_components, smaller.covariance_type, self.n_components, self.covariance_type)
-        self._fit(X, labels=False, callback=callback, grow_from=smaller)
+        self._fit(X, labels=False, callback=callback, grow_from=smaller, sample_weight=sample_weight)
         return self
 
     @_entry_point
@@ -532,7 +536,7 @@ class GaussianMixture(Parameters):
         fitted = hasattr(self, "means_")
         with distributed.together():  # (see _fit)
             covariance = self._check_online_parameters()
-            source, like, device, dtype = self._source(X, self.n_features_in_ if fitted else None)
+            source, like, device, dtype = self._source(X, self.n_features_in_ if fitted else None, sample_weight)
             if fitted:
                 dtype = resolve_dtype(self.dtype, as_tensor(self.means_))
         distributed.check_same(
@@ -543,7 +547,7 @@ class GaussianMixture(Parameters):
             n_iter_=self.n_iter_ if fitted else None,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
-        data = _weighted(data, sample_weight)
+        data = data.with_sample_weight(sample_weight)
         config = self._config(covariance)
         if fitted:
             model = online_update(data, config, FittedMixture.from_attributes(self, self.covariance_type), stacklevel=2)
@@ -597,9 +601,9 @@ class GaussianMixture(Parameters):
         """
         content = persistence.load_model(path, map_location)
         params = dict(content.params)
-        for name in ("weights_init", "means_init", "precisions_init"):
-            if isinstance(params.get(name), Tensor):
-                params[name] = params[name].numpy()
+        params.update(
+            {name: v.numpy() for name, v in params.items() if name.endswith("_init") and isinstance(v, Tensor)}
+        )
         if isinstance(params.get("fixed_params"), list):  # a tuple, stored as a list
             params["fixed_params"] = tuple(params["fixed_params"])
         try:
@@ -650,7 +654,7 @@ class GaussianMixture(Parameters):
         # checkpoint) fails on every rank: each such step runs in distributed.together().
         with distributed.together():
             covariance = self._check_parameters()
-            source, like, device, dtype = self._source(X)
+            source, like, device, dtype = self._source(X, sample_weight=sample_weight)
         distributed.check_same(
             n_components=self.n_components,
             covariance_type=self.covariance_type,
@@ -659,7 +663,7 @@ class GaussianMixture(Parameters):
             batch_size=self.batch_size,
         )
         data = scan(source, device=device, dtype=dtype, check_finite=not isinstance(source, TensorSource))
-        data = _weighted(data, sample_weight)
+        data = data.with_sample_weight(sample_weight)
         if data.n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
@@ -698,12 +702,15 @@ class GaussianMixture(Parameters):
 
     # ------------------------------------------------------------------ inference
 
-    def _source(self, X: Any, n_features: int | None = None) -> tuple[DataSource, Any, torch.device, torch.dtype]:
-        """The data source for ``X``, what outputs should look like, and the device and dtype to compute in."""
-        source, like, first = input_source(X, self.batch_size, n_features)
+    def _source(
+        self, X: Any, n_features: int | None = None, sample_weight: Any = None
+    ) -> tuple[DataSource, Any, torch.device, torch.dtype]:
+        """The data source for ``X`` (its batches carrying weights for ``sample_weight='chunks'``), what outputs
+        should look like, and the device and dtype to compute in."""
+        source, like, first = input_source(X, self.batch_size, n_features, sample_weight)
         return source, like, resolve_device(self.device, first), resolve_dtype(self.dtype, first)
 
-    def _checked(self, X: Any) -> tuple[ScannedData, MixtureParameters, Any, torch.dtype]:
+    def _checked(self, X: Any, sample_weight: Any = None) -> tuple[ScannedData, MixtureParameters, Any, torch.dtype]:
         """This process's rows of ``X`` scanned for inference (no collectives), the model's parameters centred
         on them, what outputs should look like, and their dtype.
 
@@ -711,21 +718,24 @@ class GaussianMixture(Parameters):
         dtypes and outputs take the input's (float64 rows give float64 densities, even from a float32 model).
         """
         self._check_is_fitted()
-        source, like, device, input_dtype = self._source(X, self.n_features_in_)
+        source, like, device, input_dtype = self._source(X, self.n_features_in_, sample_weight)
         model_dtype = as_tensor(self.means_).dtype
         dtype = resolve_dtype(self.dtype) if self.dtype is not None else torch.promote_types(model_dtype, input_dtype)
         check_finite = not isinstance(source, TensorSource)
         data = scan(source, device=device, dtype=dtype, collective=False, check_finite=check_finite)
+        data = data.with_sample_weight(sample_weight, collective=False)
         covariance = get_covariance_type(self.covariance_type)
         arrays = (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
         params, _ = mixture_parameters(*arrays, covariance, device, dtype, data.shift)
         return data, params, like, dtype if self.dtype is not None else input_dtype
 
-    def _map(self, X: Any, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int) -> tuple[Tensor, Any, int]:
-        data, params, like, out_dtype = self._checked(X)
+    def _map(
+        self, X: Any, fn: Callable[[Tensor, Tensor], Tensor], stacklevel: int, sample_weight: Any = None
+    ) -> tuple[Tensor, Any, ScannedData]:
+        data, params, like, out_dtype = self._checked(X, sample_weight)
         covariance = get_covariance_type(self.covariance_type)
         out = map_chunks(data, params, covariance, fn, None, stacklevel + 1)
-        return (out.to(out_dtype) if out.is_floating_point() else out), like, data.local_samples
+        return (out.to(out_dtype) if out.is_floating_point() else out), like, data
 
     @_entry_point
     def predict(self, X: Any) -> Any:
@@ -747,7 +757,7 @@ class GaussianMixture(Parameters):
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Mean log-likelihood per sample (higher is better; used by ``GridSearchCV``); weighted by
-        ``sample_weight`` (non-negative, one per row) when given."""
+        ``sample_weight`` (non-negative, one per row, or ``'chunks'`` as in :meth:`fit`) when given."""
         total, n = self._total_log_likelihood(X, sample_weight)
         return total / n
 
@@ -759,11 +769,10 @@ class GaussianMixture(Parameters):
     def _total_log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
         """The (weighted) sum of the rows' log-likelihoods and the number of rows (the weights' sum)."""
         if sample_weight is None:
-            sums, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4)
-            return float(sums.sum()), n
-        scores, _, n = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64), 4)
-        weights = check_sample_weight(sample_weight, n, positive=True).to(scores.device)
-        return float((weights * scores).sum()), float(weights.sum())
+            sums, _, data = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64).sum().view(1), 4)
+            return float(sums.sum()), data.local_samples
+        scores, _, data = self._map(X, lambda log_prob_norm, _: log_prob_norm.to(torch.float64), 4, sample_weight)
+        return float((data.weights * scores).sum()), data.total_weight
 
     def bic(self, X: Any, sample_weight: Any = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better); with ``sample_weight``, the weighted
@@ -799,15 +808,6 @@ class GaussianMixture(Parameters):
         model = FittedMixture.from_attributes(self, self.covariance_type)
         X, y = model.sample(int(n_samples), device, dtype, make_generator(self.random_state, device))
         return output_like(X, self.means_), output_like(y, self.means_)
-
-
-def _weighted(data: ScannedData, sample_weight: Any) -> ScannedData:
-    """``data`` with the checked ``sample_weight`` beside its rows (as they are without), on every rank at once."""
-    if sample_weight is None:
-        return data
-    with distributed.together():
-        weights = check_sample_weight(sample_weight, data.local_samples)
-    return data.with_weights(weights)
 
 
 def _labels(log_prob_norm: Tensor, log_resp: Tensor) -> Tensor:

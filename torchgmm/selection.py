@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from torchgmm._params import Parameters
-from torchgmm._validation import check_scalar
+from torchgmm._validation import check_sample_weight, check_scalar
 from torchgmm.covariance import COVARIANCE_TYPES
+from torchgmm.data import check_weights_kind, is_chunked
 from torchgmm.estimator import GaussianMixture
 from torchgmm.exceptions import NotFittedError, compatible
 
@@ -185,8 +186,13 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         shared = {name: getattr(self, name) for name in self._param_names() if name in own and name != "n_components"}
         return GaussianMixture(n_components, covariance_type=covariance_type, **shared)
 
-    def _split(self, X: Any) -> tuple[Any, Any]:
-        """Training and held-out rows of an in-memory ``X``."""
+    def _split(self, X: Any, sample_weight: Any) -> tuple[Any, Any, Any, Any]:
+        """Training and held-out rows of an in-memory ``X``, and their weights (None without)."""
+        if check_weights_kind(sample_weight):
+            raise ValueError(
+                f"criterion='held-out' splits the rows of an in-memory X, so sample_weight={sample_weight!r} "
+                "cannot be used with it: pass the weights as an array with one weight per row."
+            )
         if not isinstance(X, (np.ndarray, torch.Tensor)):
             X = np.asarray(X)
         n = X.shape[0] if X.ndim == 2 else 0
@@ -198,10 +204,15 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
             )
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else None
         order = np.random.default_rng(seed).permutation(n)
-        index = order[held:], order[:held]
-        if isinstance(X, torch.Tensor):
-            return tuple(X[torch.as_tensor(i, device=X.device)] for i in index)
-        return X[index[0]], X[index[1]]
+        if sample_weight is not None:
+            check_sample_weight(sample_weight, n)
+        fit_index, held_index = order[held:], order[:held]
+        return (
+            _take(X, fit_index),
+            _take(X, held_index),
+            _take(sample_weight, fit_index),
+            _take(sample_weight, held_index),
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -209,6 +220,7 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         self,
         X: Any,
         y: Any = None,
+        sample_weight: Any = None,
         callback: Callable[[int, str, GaussianMixture], Any] | None = None,
     ) -> GaussianMixtureSelection:
         """Fit every candidate and keep the best.
@@ -218,6 +230,10 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         X : array-like of shape (n_samples, n_features), tensor, or chunked data
             Anything :meth:`GaussianMixture.fit` takes (in memory for ``criterion='held-out'``).
         y : ignored
+        sample_weight : array-like of shape (n_samples,), or 'chunks', optional
+            Row weights, as :meth:`GaussianMixture.fit` takes them: every candidate is fitted with them, and its
+            ``bic`` and ``aic`` are the weighted ones. With ``criterion='held-out'`` (an array only), the rows
+            set aside keep their weights and are scored by the weighted mean log-likelihood.
         callback : callable, optional
             ``callback(n_components, covariance_type, estimator)`` before each candidate's fit. It returns None,
             a per-iteration callback for that fit (as :meth:`GaussianMixture.fit` takes), or a context manager
@@ -231,8 +247,13 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         ks, types = self._grid()
         for covariance_type in types:  # the shared parameters, refused as GaussianMixture refuses them
             self._candidate(ks[0], covariance_type)._check_parameters()
-        fit_rows, held_out = self._split(X) if self.criterion == "held-out" else (X, None)
+        if self.criterion == "held-out":
+            fit_rows, held_out, fit_weights, held_weights = self._split(X, sample_weight)
+        else:
+            fit_rows, held_out, fit_weights, held_weights = X, None, sample_weight, None
         rows = _rows_of(fit_rows)
+        if rows is not None and fit_weights is not None and not check_weights_kind(fit_weights):
+            check_sample_weight(fit_weights, rows, positive=True)  # (chunked data: each candidate's fit checks them)
         if rows is not None and max(ks) > rows:
             raise ValueError(
                 f"'n_components' goes up to {max(ks)}, more than the {rows} rows "
@@ -252,9 +273,9 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
                 try:
                     with scope as progress:
                         if self.grow and smaller is not None and smaller.n_components == k - 1:
-                            gm._fit_grown(fit_rows, smaller, callback=progress)
+                            gm._fit_grown(fit_rows, smaller, callback=progress, sample_weight=fit_weights)
                         else:
-                            gm.fit(fit_rows, callback=progress)
+                            gm.fit(fit_rows, sample_weight=fit_weights, callback=progress)
                     smaller = gm
                 except ValueError as exc:  # a candidate that cannot be fitted is recorded, not fatal
                     smaller = None
@@ -272,10 +293,10 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
                     results["converged"].append(False)
                     results["n_converged"].append(0)
                     continue
-                bic, aic = gm.bic(fit_rows), gm.aic(fit_rows)
+                bic, aic = gm.bic(fit_rows, sample_weight=fit_weights), gm.aic(fit_rows, sample_weight=fit_weights)
                 value = {"bic": bic, "aic": aic}.get(self.criterion)
                 if value is None:
-                    value = gm.score(held_out)
+                    value = gm.score(held_out, sample_weight=held_weights)
                 results["criterion"].append(value)
                 results["bic"].append(bic)
                 results["aic"].append(aic)
@@ -292,7 +313,7 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         best_estimator = fitted[best]
         if held_out is not None:  # refit the winner on every row
             best_estimator = self._candidate(int(table["n_components"][best]), str(table["covariance_type"][best]))
-            best_estimator.fit(X)
+            best_estimator.fit(X, sample_weight=sample_weight)
         self.results_ = table
         self.best_index_ = best
         self.best_params_ = {
@@ -326,17 +347,17 @@ anneal_steps, anneal_iter, split_merge_candidates, split_merge_rounds
         """Per-row log-likelihoods under the best estimator."""
         return self._best().score_samples(X)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood under the best estimator."""
-        return self._best().score(X)
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Mean log-likelihood under the best estimator (weighted as :meth:`GaussianMixture.score`)."""
+        return self._best().score(X, sample_weight=sample_weight)
 
-    def bic(self, X: Any) -> float:
-        """The best estimator's BIC on ``X``."""
-        return self._best().bic(X)
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
+        """The best estimator's BIC on ``X`` (weighted as :meth:`GaussianMixture.bic`)."""
+        return self._best().bic(X, sample_weight=sample_weight)
 
-    def aic(self, X: Any) -> float:
-        """The best estimator's AIC on ``X``."""
-        return self._best().aic(X)
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
+        """The best estimator's AIC on ``X`` (weighted as :meth:`GaussianMixture.aic`)."""
+        return self._best().aic(X, sample_weight=sample_weight)
 
     def sample(self, n_samples: int = 1) -> tuple[Any, Any]:
         """Draws from the best estimator (:meth:`GaussianMixture.sample`)."""
@@ -358,12 +379,21 @@ _COLUMNS = (
 )
 
 
+def _take(values: Any, index: np.ndarray) -> Any:
+    """Rows ``index`` of an array or tensor (on its device); None stays None."""
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        return values[torch.as_tensor(index, device=values.device)]
+    return np.asarray(values)[index]
+
+
 def _rows_of(X: Any) -> int | None:
     """Rows of an in-memory ``X`` (None for chunked sources, which the candidates' fits check themselves)."""
     shape = getattr(X, "shape", None)
     if shape is not None and len(shape) == 2:
         return int(shape[0])
-    if isinstance(X, (list, tuple)) and X and not hasattr(X[0], "shape"):
+    if isinstance(X, (list, tuple)) and X and not is_chunked(X):
         return len(X)  # a list of rows
     return None
 

@@ -1184,10 +1184,34 @@ CASES: dict[str, Callable[[], Any]] = {
         _cli("fit", _data(), "--max-iter", "-1", *_out()),
     ],
     "cli-too-few-rows": lambda: _cli("fit", _data(), "-k", "100", *_out()),
-    "cli-sample-weight-rows": lambda: _cli("fit", _data(), "--sample-weight", _npy("w-short.npy", np.ones(3)), *_out()),
+    "cli-sample-weight-rows": lambda: [
+        _cli("fit", _data(), "--sample-weight", _npy("w-short.npy", np.ones(3)), *_out()),
+        _cli("score", _model_file(), _data(), "--sample-weight", _npy("w-short.npy", np.ones(3))),
+        _cli("select", _data(), "-k", "1", "--sample-weight", _npy("w-short.npy", np.ones(3))),
+    ],
     "cli-sample-weight-columns": lambda: _cli(
         "fit", _data(), "--sample-weight", _npy("w-wide.npy", np.ones((len(X), 2))), *_out()
     ),
+    "cli-weight-column-no-names": lambda: [
+        _cli("fit", _data(), "--weight-column", "w", *_out()),
+        _cli("score", _model_file(), _text("plain.csv", "1,2\n3,4\n5,6\n"), "--weight-column", "w"),
+    ],
+    "cli-weight-column-unknown": lambda: [
+        _cli("fit", _text("named.csv", "a,b,w\n1,2,1\n3,4,1\n5,6,2\n"), "--weight-column", "weight", *_out()),
+        _cli("predict", _model_file(), _text("named.csv", "a,b,w\n1,2,1\n3,4,1\n5,6,2\n"), "--weight-column", "W"),
+        _cli("select", _text("named.csv", "a,b,w\n1,2,1\n3,4,1\n5,6,2\n"), "-k", "1", "--weight-column", "c"),
+    ],
+    "cli-weight-column-only": lambda: _cli("fit", _text("w-only.csv", "w\n1\n2\n3\n"), "--weight-column", "w", *_out()),
+    "cli-weight-column-iris": lambda: [
+        _cli("fit", "--weight-column", "w", *_out()),
+        _cli("select", "-k", "1", "--weight-column", "w"),
+    ],
+    "cli-weights-twice": lambda: [
+        _cli("fit", _data(), "--weight-column", "w", "--sample-weight", _npy("w.npy", np.ones(len(X))), *_out()),
+        _cli(
+            "score", _model_file(), _data(), "--weight-column", "w", "--sample-weight", _npy("w.npy", np.ones(len(X)))
+        ),
+    ],
     "cli-features-mismatch": lambda: [
         _cli("predict", _model_file(), _npy("X3.npy", X3)),
         _cli("score", _model_file(), _npy("X3.npy", X3)),

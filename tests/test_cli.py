@@ -745,3 +745,40 @@ def test_fit_weighs_rows_from_a_file(blobs, tmp_path):
     out = run("fit", str(folder / "X.npy"), "-k", "2", "--sample-weight", str(tmp_path / "negative.npy"))
     one_error_line(out, "sample_weight must be finite and non-negative")
     assert out.returncode == 1
+
+
+def test_a_weight_column_is_split_off_the_features(blobs, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from torchgmm import GaussianMixture, GaussianMixtureSelection, cli
+
+    folder, X = blobs
+    w = np.random.default_rng(1).integers(0, 3, len(X)).astype(float)
+    # the weights in the middle of the features, in a header line with quotes, and as a Parquet column
+    table = np.column_stack([X[:, :1], w, X[:, 1:]])
+    names = ["x0", "w"] + [f"x{i}" for i in range(1, X.shape[1])]
+    np.savetxt(tmp_path / "d.csv", table, delimiter=",", header=",".join(f'"{n}"' for n in names), comments="")
+    pq.write_table(pa.table({n: table[:, i] for i, n in enumerate(names)}), tmp_path / "d.parquet")
+    expected = GaussianMixture(2, n_init=4, random_state=0).fit(X, sample_weight=w)
+    for name in ("d.csv", "d.parquet"):
+        data = str(tmp_path / name)
+        assert cli.main(["fit", data, "-k", "2", "--weight-column", "w", "-q", "-o", str(tmp_path / "m.pt")]) == 0
+        fitted = GaussianMixture.load(tmp_path / "m.pt")
+        np.testing.assert_allclose(fitted.means_, expected.means_, rtol=1e-10)
+        out = run("score", str(tmp_path / "m.pt"), data, "--weight-column", "w")
+        assert out.returncode == 0, out.stderr
+        assert f"mean log-likelihood  {expected.score(X, sample_weight=w):.6f}" in out.stdout
+        assert f"BIC          {expected.bic(X, sample_weight=w):.3f}" in out.stdout
+        out = run("predict", str(tmp_path / "m.pt"), data, "--weight-column", "w")
+        np.testing.assert_array_equal(np.loadtxt(out.stdout.splitlines(), dtype=int), expected.predict(X))
+    argv = ["select", str(tmp_path / "d.csv"), "-k", "1-3", "--covariance-types", "diag", "--weight-column", "w"]
+    assert cli.main([*argv, "-q", "-o", str(tmp_path / "b.pt")]) == 0
+    selection = GaussianMixtureSelection(range(1, 4), ["diag"], n_init=4, random_state=0).fit(X, sample_weight=w)
+    best = GaussianMixture.load(tmp_path / "b.pt")
+    assert best.n_components == selection.best_params_["n_components"]
+    np.testing.assert_allclose(best.means_, selection.best_estimator_.means_, rtol=1e-10)
+    np.save(tmp_path / "w.npy", w)
+    argv = ["select", str(folder / "X.npy"), "-k", "1-3", "--covariance-types", "diag", "--sample-weight"]
+    assert cli.main([*argv, str(tmp_path / "w.npy"), "-q", "-o", str(tmp_path / "c.pt")]) == 0
+    np.testing.assert_allclose(GaussianMixture.load(tmp_path / "c.pt").means_, best.means_, rtol=1e-10)

@@ -27,7 +27,7 @@ from torchgmm.cli.errors import UsageError
 from torchgmm.cli.metrics import adjusted_rand_index
 from torchgmm.cli.options import CRITERIA, FIT_DEFAULTS, SELECT_DEFAULTS, device, estimator, merge_options, parse_range
 from torchgmm.cli.progress import Progress, end_line
-from torchgmm.cli.readers import load_data, read_data, read_weights
+from torchgmm.cli.readers import load_data
 from torchgmm.cli.writers import check_output, write_array
 from torchgmm.covariance import COVARIANCE_TYPES
 from torchgmm.estimator import GaussianMixture
@@ -120,8 +120,7 @@ def fit(args: argparse.Namespace) -> int:
     for path in (args.labels, args.responsibilities):
         if path:
             check_output(path)
-    X, source, species = load_data(args.data)
-    weights = None if args.sample_weight is None else read_weights(args.sample_weight, X.shape[0], source)
+    X, source, species, weights = load_data(args.data, args.sample_weight, args.weight_column)
     n_components = options["n_components"]
     gm = estimator(options, n_components, options["covariance_type"])
     args.checkpoint = options["checkpoint"]  # where main looks for the EM state on Ctrl-C
@@ -156,7 +155,9 @@ def fit(args: argparse.Namespace) -> int:
     print(f"device       {where} ({gm.means_.dtype})")
     converged = int(gm.init_converged_.sum())
     print(f"converged    {converged}/{options['n_init']} restarts; kept one ran {gm.n_iter_} iterations")
-    print(f"lower bound  {gm.lower_bound_:.6f} (mean log-likelihood per row)")
+    print(
+        f"lower bound  {gm.lower_bound_:.6f} (mean log-likelihood per {'row' if weights is None else 'unit of weight'})"
+    )
     print(f"BIC          {bic:.3f}")
     print(f"time         {elapsed:.3f} s")
     sizes = np.bincount(labels, minlength=n_components)
@@ -175,7 +176,7 @@ def predict(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output)
     gm = _load_model(args.model, args.device)
-    X = read_data(args.data)
+    X, *_ = load_data(args.data, weight_column=args.weight_column)  # (the weights do not change a prediction)
     values = gm.predict_proba(X) if args.proba else gm.predict(X)
     if args.output:
         write_array(args.output, values)
@@ -192,14 +193,17 @@ def score(args: argparse.Namespace) -> int:
     if args.per_sample:
         check_output(args.per_sample)
     gm = _load_model(args.model, args.device)
-    X = read_data(args.data)
+    X, _, _, weights = load_data(args.data, args.sample_weight, args.weight_column)
     per_sample = gm.score_samples(X) if args.per_sample else None
-    mean, bic, aic = gm.score(X), gm.bic(X), gm.aic(X)
+    mean, bic, aic = (gm.score(X, sample_weight=weights), gm.bic(X, weights), gm.aic(X, weights))
     if args.per_sample:
         write_array(args.per_sample, per_sample)
     if args.quiet:
         return 0
-    print(f"rows         {X.shape[0]}")
+    print(
+        f"rows         {X.shape[0]}"
+        + (f" (weights summing to {float(weights.sum()):.6g})" if weights is not None else "")
+    )
     print(f"mean log-likelihood  {mean:.6f}")
     print(f"BIC          {bic:.3f}")
     print(f"AIC          {aic:.3f}")
@@ -233,7 +237,7 @@ def select(args: argparse.Namespace) -> int:
     options = merge_options(args, SELECT_DEFAULTS)
     if args.model:
         check_output(args.model, None)
-    X, source, _ = load_data(args.data)
+    X, source, _, weights = load_data(args.data, args.sample_weight, args.weight_column)
     ks = parse_range(options["n_components"])
     types = options["covariance_types"]
     types = types if isinstance(types, list) else [t.strip() for t in str(types).split(",")]
@@ -271,7 +275,7 @@ def select(args: argparse.Namespace) -> int:
         return candidates[-1]
 
     try:
-        selection.fit(X, callback=candidate)
+        selection.fit(X, sample_weight=weights, callback=candidate)
     except ValueError:
         failures = [c.failure for c in candidates if c.failure]
         if len(failures) == len(candidates) == total:  # every candidate failed: say the first one's reason
@@ -315,7 +319,7 @@ def plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--dpi must be a positive number of dots per inch, got {args.dpi}.")
     check_output(args.output, None)
     gm = _load_model(args.model, "cpu")
-    X, source, _ = load_data(args.data)
+    X, source, *_ = load_data(args.data)
     X = np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
     if X.shape[1] != gm.n_features_in_:
         raise UsageError(f"{source} has {X.shape[1]} columns; the model expects {gm.n_features_in_}.")

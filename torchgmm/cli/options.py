@@ -200,6 +200,23 @@ def estimator(options: dict[str, Any], n_components: int, covariance_type: str) 
 # ------------------------------------------------------------------------------------ parser
 
 
+def _weight_options(parser: argparse.ArgumentParser, sample_weight: bool = True) -> None:
+    """``--sample-weight FILE`` and ``--weight-column NAME`` (for ``predict``, only the column to leave out)."""
+    if sample_weight:
+        parser.add_argument(
+            "--sample-weight",
+            metavar="FILE",
+            help="one non-negative weight per row of the data, a column (.npy, .pt, .parquet, .csv, .tsv, .txt)",
+        )
+    parser.add_argument(
+        "--weight-column",
+        metavar="NAME",
+        help="the data's column (by its header or Parquet name) holding each row's weight, not a feature"
+        if sample_weight
+        else "the data's column of row weights (from 'fit --weight-column'), left out of the features",
+    )
+
+
 def _fit_options(parser: argparse.ArgumentParser, select: bool = False) -> None:
     defaults = SELECT_DEFAULTS if select else FIT_DEFAULTS
     parser.add_argument(
@@ -329,11 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"EM iterations between checkpoints (default {FIT_DEFAULTS['checkpoint_interval']})",
     )
-    fit.add_argument(
-        "--sample-weight",
-        metavar="FILE",
-        help="one non-negative weight per row of the data, a column (.npy, .pt, .parquet, .csv, .tsv, .txt)",
-    )
+    _weight_options(fit)
     fit.add_argument("--labels", help="also write each row's component (.npy, .csv or .tsv)")
     fit.add_argument("--responsibilities", help="also write each row's responsibilities (.npy, .csv or .tsv)")
 
@@ -342,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("data", help=f"data file ({', '.join(DATA_SUFFIXES)})")
     predict.add_argument("-o", "--output", help="write to this .npy/.csv/.tsv file instead of stdout")
     predict.add_argument("--proba", action="store_true", help="responsibilities instead of labels")
+    _weight_options(predict, sample_weight=False)
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: where it was fitted)")
     predict.add_argument("-q", "--quiet", action="store_true")
 
@@ -349,12 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("model", help="model file written by 'torchgmm fit'")
     score.add_argument("data", help=f"data file ({', '.join(DATA_SUFFIXES)})")
     score.add_argument("--per-sample", help="also write each row's log-likelihood (.npy, .csv or .tsv)")
+    _weight_options(score)
     score.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: where it was fitted)")
     score.add_argument("-q", "--quiet", action="store_true", help="print nothing (with --per-sample: only write it)")
 
     select = sub.add_parser("select", help="fit a range of K and covariance types, compare BIC/AIC")
     _fit_options(select, select=True)
     select.add_argument("-o", "--model", help="write the best model to this file")
+    _weight_options(select)
 
     plot = sub.add_parser("plot", help="draw a saved model on 2-D data (or two principal components) to a PNG")
     plot.add_argument("model", help="model file written by 'torchgmm fit'")

@@ -4,8 +4,9 @@ Owns: the data file types the command line accepts (``.npy`` memory-mapped, ``.c
 without a header, ``.pt`` tensor, ``.parquet`` with pyarrow, imported only when such a file is read), the
 separator of a text file (found from its first lines), the check that every value is a finite number (with its
 place in the file: line and column of a text file, row and column of an array; memory-mapped files are scanned
-in blocks), the shipped iris data when no file is named, and one clear :class:`UsageError` line for every file
-that cannot be used. Must not: fit anything, write files or print.
+in blocks), the shipped iris data when no file is named, row weights from a file (``--sample-weight``) or from a
+named column of the data (``--weight-column``, split off the features), and one clear :class:`UsageError` line
+for every file that cannot be used. Must not: fit anything, write files or print.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torchgmm.cli.errors import UsageError
 from torchgmm.datasets import load_iris
 
-__all__ = ["DATA_SUFFIXES", "SEPARATORS", "load_data", "read_data"]
+__all__ = ["DATA_SUFFIXES", "SEPARATORS", "load_data", "read_data", "read_table", "read_weights", "weight_column_of"]
 
 DATA_SUFFIXES = (".npy", ".csv", ".tsv", ".txt", ".pt", ".parquet")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -109,7 +110,12 @@ def _first_bad_cell(path: Path, rows: list[tuple[int, str]], separator: str | No
                 raise _not_finite(path, f"line {number}, column {column}", repr(cell.strip()))
 
 
-def _read_text(path: Path) -> np.ndarray:
+def _names(cells: list[str]) -> list[str]:
+    """Column names of a header line, without surrounding spaces and quotes."""
+    return [cell.strip().strip("\"'").strip() for cell in cells]
+
+
+def _read_text(path: Path) -> tuple[np.ndarray, list[str] | None]:
     rows = []  # (line number in the file, text before any '#' comment) of the lines with data
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(f, start=1):
@@ -119,7 +125,9 @@ def _read_text(path: Path) -> np.ndarray:
     if not rows:
         raise UsageError(f"{path} is empty.")
     separator = _separator(path, [text for _, text in rows[:SAMPLE_LINES]])
+    names = None
     if _header(rows[0][1].split(separator)):
+        names = _names(rows[0][1].split(separator))
         rows = rows[1:]
         if not rows:
             raise UsageError(f"{path} has a header but no rows.")
@@ -133,7 +141,7 @@ def _read_text(path: Path) -> np.ndarray:
         row, column, _ = bad
         number, text = rows[row]
         raise _not_finite(path, f"line {number}, column {column + 1}", repr(text.split(separator)[column].strip()))
-    return X
+    return X, names
 
 
 # ------------------------------------------------------------------------------------ arrays
@@ -156,7 +164,7 @@ def _first_not_finite(X: np.ndarray | torch.Tensor) -> tuple[int, int, float] | 
     return None
 
 
-def _read_parquet(path: Path) -> np.ndarray:
+def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
     try:
         import pyarrow.parquet as pq  # an optional extra: imported only when a .parquet file is read
     except ImportError:
@@ -170,11 +178,17 @@ def _read_parquet(path: Path) -> np.ndarray:
         columns.append(values.astype(np.float64, copy=False))
     if not columns or not len(columns[0]):
         raise UsageError(f"{path} is empty.")
-    return np.stack(columns, axis=1)
+    return np.stack(columns, axis=1), list(table.column_names)
 
 
 def read_data(path: str) -> np.ndarray | torch.Tensor:
     """Rows of a data file (see the module docstring); raises :class:`UsageError` with one clear line."""
+    return read_table(path)[0]
+
+
+def read_table(path: str) -> tuple[np.ndarray | torch.Tensor, list[str] | None]:
+    """Rows of a data file and its column names (a text file's header, a Parquet file's columns; None for a
+    file without names); raises :class:`UsageError` with one clear line."""
     file = Path(path)
     if not file.exists():
         raise UsageError(f"cannot read {path}: no such file.")
@@ -187,6 +201,7 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
         )
     if file.stat().st_size == 0:
         raise UsageError(f"{path} is empty.")
+    names = None
     try:
         if suffix == ".npy":
             X = np.load(file, mmap_mode="r")
@@ -195,7 +210,7 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
             if not isinstance(X, torch.Tensor):
                 raise UsageError(f"{path} holds a {type(X).__name__}, not a tensor of rows.")
         elif suffix == ".parquet":
-            X = _read_parquet(file)
+            X, names = _read_parquet(file)
         else:
             return _read_text(file)  # (checked line by line, with the file's line numbers)
     except UsageError:
@@ -212,7 +227,27 @@ def read_data(path: str) -> np.ndarray | torch.Tensor:
     if bad is not None:
         row, column, value = bad
         raise _not_finite(path, f"row {row + 1}, column {column + 1}", value)
-    return X
+    return X, names
+
+
+def weight_column_of(path: str, X: np.ndarray | torch.Tensor, names: list[str] | None, column: str) -> tuple[Any, Any]:
+    """``(features, weights)``: ``X`` without its column named ``column``, and that column (``--weight-column``).
+
+    Raises :class:`UsageError` for a file without column names, a name it does not have, or a name that leaves
+    no feature.
+    """
+    if names is None:
+        raise UsageError(
+            f"--weight-column {column} needs column names, and {path} has none (a .csv, .tsv or .txt file with a "
+            "header line, or .parquet, has them); give the weights with --sample-weight FILE instead."
+        )
+    if column not in names:
+        raise UsageError(f"{path} has no column {column!r}; its columns are {', '.join(map(repr, names))}.")
+    if len(names) == 1:
+        raise UsageError(f"{path}: --weight-column {column} is its only column, which leaves no feature to fit.")
+    index = names.index(column)
+    keep = [i for i in range(X.shape[1]) if i != index]
+    return X[:, keep], X[:, index]
 
 
 def read_weights(path: str, rows: int, data: str) -> np.ndarray:
@@ -237,10 +272,25 @@ def read_weights(path: str, rows: int, data: str) -> np.ndarray:
     return w[:, 0]
 
 
-def load_data(path: str | None) -> tuple[Any, str, np.ndarray | None]:
-    """``(X, description, species)``: the file's rows, or the shipped iris data when ``path`` is None."""
+def load_data(
+    path: str | None, sample_weight: str | None = None, weight_column: str | None = None
+) -> tuple[Any, str, np.ndarray | None, np.ndarray | None]:
+    """``(X, description, species, weights)``: the file's rows, or the shipped iris data when ``path`` is None,
+    and their weights from the file ``sample_weight`` or the data's column ``weight_column`` (None without)."""
+    if sample_weight is not None and weight_column is not None:
+        raise UsageError("give the row weights with --sample-weight FILE or --weight-column NAME, not both.")
     if path is None:
+        if weight_column is not None:
+            raise UsageError(f"--weight-column {weight_column} needs a data file; the shipped iris data has none.")
         X, species, _ = load_iris()
-        return X, "iris (150 flowers x 4 measurements, shipped with torchgmm)", species
-    X = read_data(path)
-    return X, f"{path} ({X.shape[0]} rows x {X.shape[1]} columns)", None
+        description, weights = "iris (150 flowers x 4 measurements, shipped with torchgmm)", None
+    else:
+        X, names = read_table(path)
+        species, weights = None, None
+        if weight_column is not None:
+            X, weights = weight_column_of(path, X, names, weight_column)
+        weighted = f", weights from column {weight_column!r}" if weight_column is not None else ""
+        description = f"{path} ({X.shape[0]} rows x {X.shape[1]} columns{weighted})"
+    if sample_weight is not None:
+        weights = read_weights(sample_weight, X.shape[0], description)
+    return X, description, species, weights

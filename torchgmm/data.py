@@ -150,10 +150,8 @@ class ScannedData:
         """The same data weighted by a user's ``sample_weight``: None (as it is), ``'chunks'`` (the weights
         :func:`scan` collected from the batches) or one weight per row of this rank, checked here (on every
         rank at once when ``collective``)."""
-        if isinstance(sample_weight, str) and sample_weight == CHUNK_WEIGHTS:
-            return self  # (scan read them: make_source was asked for them)
-        if sample_weight is None:
-            return self
+        if sample_weight is None or check_weights_kind(sample_weight):
+            return self  # ('chunks': scan read them, make_source was asked for them)
         with distributed.together(collective):
             weights = check_sample_weight(sample_weight, self.local_samples)
         return self.with_weights(weights, collective)
@@ -518,9 +516,8 @@ class IterableSource(DataSource):
 
     described_as_chunks = True
 
-    def __init__(self, X: Iterable, carries_weights: bool = False) -> None:
+    def __init__(self, X: Iterable) -> None:
         self.X = X
-        self.carries_weights = carries_weights
 
     @functools.cached_property
     def gives_tensors(self) -> bool:

@@ -195,7 +195,7 @@ def score(args: argparse.Namespace) -> int:
     gm = _load_model(args.model, args.device)
     X, _, _, weights = load_data(args.data, args.sample_weight, args.weight_column)
     per_sample = gm.score_samples(X) if args.per_sample else None
-    mean, bic, aic = (gm.score(X, sample_weight=weights), gm.bic(X, weights), gm.aic(X, weights))
+    mean, bic, aic = gm.score(X, sample_weight=weights), gm.bic(X, weights), gm.aic(X, weights)
     if args.per_sample:
         write_array(args.per_sample, per_sample)
     if args.quiet:
